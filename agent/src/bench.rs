@@ -1,0 +1,124 @@
+//! The standalone sweep (`fleetbench-agent bench`): run the spec on this
+//! host's devices and write the per-machine report.
+
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use fleetbench_common::report::{safe_file_stem, write_machine_reports};
+use fleetbench_common::{MachineReport, SweepSpec};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::probe::{GpuProbe, host_inventory};
+use crate::runner::{self, Phase, RunEvent};
+
+/// One device's report and the files it was written to.
+#[derive(Debug)]
+pub struct BenchOutput {
+    pub report: MachineReport,
+    pub files: Vec<PathBuf>,
+}
+
+/// Runs the sweep on every device `spec.device` selects and writes
+/// `<host>.md/.json/.csv` (or `<host>-<device>.*` when there are several).
+pub fn run_bench(
+    spec: &SweepSpec,
+    out_dir: &Path,
+    gpu: &dyn GpuProbe,
+    cancel: &AtomicBool,
+) -> anyhow::Result<Vec<BenchOutput>> {
+    spec.validate()?;
+    let host = host_inventory(gpu);
+    let devices = runner::resolve_devices(spec.device, gpu, &host.cpu_model)?;
+    let several = devices.len() > 1;
+    let mut outputs = Vec::new();
+    for dev in &devices {
+        let bar = progress_bar(spec.batch_sizes.len() as u64, &dev.description.id);
+        let mut sink = |ev: RunEvent| match ev {
+            RunEvent::Progress {
+                batch_size,
+                phase,
+                done,
+                ..
+            } => {
+                let text = match phase {
+                    Phase::Loading => "loading model".to_string(),
+                    _ => format!("batch {batch_size} {}", phase.as_str()),
+                };
+                match &bar {
+                    Some(b) => {
+                        b.set_position(done as u64);
+                        b.set_message(text);
+                    }
+                    None => tracing::info!(device = %dev.description.id, "{text}"),
+                }
+            }
+            RunEvent::Point { point, .. } => {
+                let line = match point.stats() {
+                    Some(s) => format!(
+                        "batch {:>4}: {:>9.2} ms mean, {:>9.2} samples/s (cv {:.1}%)",
+                        point.batch_size,
+                        s.latency.mean_ms,
+                        s.throughput,
+                        s.latency.cv * 100.0
+                    ),
+                    None => format!(
+                        "batch {:>4}: failed: {}",
+                        point.batch_size,
+                        point.error().unwrap_or_default()
+                    ),
+                };
+                match &bar {
+                    Some(b) => {
+                        b.inc(1);
+                        b.println(line);
+                    }
+                    None => tracing::info!(device = %dev.description.id, "{line}"),
+                }
+            }
+        };
+        let sweep = runner::run_device(spec, dev, gpu, &|_| false, cancel, &mut sink)?;
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        for note in &sweep.notes {
+            tracing::warn!("{note}");
+        }
+        let report = MachineReport {
+            generated_at: fleetbench_common::time::now_rfc3339(),
+            host: host.clone(),
+            device: sweep.device.clone(),
+            model: sweep.model,
+            spec: spec.clone(),
+            points: sweep.points,
+            environment: runner::environment(),
+            notes: sweep.notes,
+        };
+        let stem = if several {
+            format!(
+                "{}-{}",
+                safe_file_stem(&host.hostname),
+                sweep.device.file_stem()
+            )
+        } else {
+            safe_file_stem(&host.hostname)
+        };
+        let files = write_machine_reports(out_dir, &stem, &report)?;
+        outputs.push(BenchOutput { report, files });
+    }
+    Ok(outputs)
+}
+
+/// A progress bar on a terminal, `None` (plain log lines) otherwise.
+fn progress_bar(len: u64, device: &str) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new(len);
+    let style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} batch sizes  {msg}")
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_prefix(device.to_string());
+    Some(bar)
+}

@@ -1,0 +1,18 @@
+//! fleetbench-agent: runs the DistilBERT SST-2 inference sweep with candle on
+//! every selected device of its host, and streams the results to a
+//! coordinator.
+//!
+//! Modules by concern: [`model`] (config, weights, tokenizer, the forward
+//! pass), [`runner`] (the sweep and its timing), [`probe`] (host and GPU
+//! facts), [`spool`] and [`client`] (the coordinator session and its delivery
+//! guarantees), [`simulate`] (simulated hosts for tests and scale), [`bench`]
+//! (the standalone sweep with its per-machine report).
+
+pub mod bench;
+pub mod client;
+pub mod model;
+pub mod probe;
+pub mod runner;
+pub mod simulate;
+pub mod spool;
+pub mod sweep_args;

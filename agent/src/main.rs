@@ -1,0 +1,304 @@
+//! `fleetbench-agent`: the thin command-line edge of the agent library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use fleetbench_agent::bench::run_bench;
+use fleetbench_agent::client::{AgentConfig, Backend, run_agent};
+use fleetbench_agent::model::{LoadedModel, ModelRequest};
+use fleetbench_agent::probe::{NvmlProbe, host_inventory};
+use fleetbench_agent::simulate::SimulatedGpu;
+use fleetbench_agent::sweep_args::SweepArgs;
+use fleetbench_common::spec::DEFAULT_MODEL;
+use fleetbench_common::{DeviceSelector, Engine, Precision, WeightsChoice};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "fleetbench-agent",
+    version,
+    about = "Benchmarks DistilBERT inference on this host and reports to a fleetbench coordinator"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print this host's inventory: OS, CPU, memory and every NVIDIA GPU.
+    Info {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the sweep here and write the per-machine report.
+    Bench {
+        #[command(flatten)]
+        sweep: SweepArgs,
+        /// Directory for <host>.md, <host>.json and <host>.csv.
+        #[arg(long, default_value = "fleetbench-report")]
+        out: PathBuf,
+    },
+    /// Classify texts: the quick proof that the weights are the real ones.
+    Classify {
+        #[arg(long, default_value = DEFAULT_MODEL)]
+        model: String,
+        #[arg(long, default_value = "auto")]
+        weights: WeightsChoice,
+        #[arg(long, default_value = "fleetbench")]
+        engine: Engine,
+        #[arg(long, default_value = "f32")]
+        dtype: Precision,
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSelector,
+        /// Print JSON with the logits.
+        #[arg(long)]
+        json: bool,
+        #[arg(required = true)]
+        texts: Vec<String>,
+    },
+    /// Connect to a coordinator and run the sweeps it sends, until SIGTERM.
+    Run {
+        /// The coordinator's URL.
+        #[arg(
+            long,
+            env = "FLEETBENCH_COORDINATOR",
+            default_value = "http://127.0.0.1:7070"
+        )]
+        coordinator: String,
+        /// This agent's name in the fleet (default: the host name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Where unacknowledged results are kept (default: ~/.local/state/fleetbench-agent/<name>).
+        #[arg(long)]
+        spool: Option<PathBuf>,
+        /// Answer sweeps from a performance model of this GPU (T4, A10, L4, L40S,
+        /// A100-40GB, A100-80GB, H100-PCIe, H100-SXM, H200, B200) instead of running
+        /// candle. Every output says "simulated".
+        #[arg(long, value_name = "GPU_MODEL")]
+        simulate: Option<String>,
+        /// With --simulate: multiply latencies (a deliberately slow host).
+        #[arg(long, default_value_t = 1.0, requires = "simulate")]
+        simulate_slowdown: f64,
+        /// With --simulate: real milliseconds each point takes.
+        #[arg(long, default_value_t = 300, requires = "simulate")]
+        simulate_point_ms: u64,
+        /// Longest pause between reconnection attempts, in seconds.
+        #[arg(long, default_value_t = 10.0)]
+        max_backoff: f64,
+        #[arg(long, hide = true, default_value_t = fleetbench_proto::PROTOCOL_VERSION)]
+        protocol_version: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the chain of causes, outermost first.
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Info { json } => {
+            let inv = host_inventory(&NvmlProbe::new());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&inv)?);
+            } else {
+                println!("host:    {}", inv.hostname);
+                println!("os:      {} (kernel {})", inv.os, inv.kernel);
+                println!(
+                    "cpu:     {} ({} logical cores{})",
+                    inv.cpu_model,
+                    inv.cpu_logical_cores,
+                    inv.cpu_physical_cores
+                        .map(|p| format!(", {p} physical"))
+                        .unwrap_or_default()
+                );
+                println!(
+                    "memory:  {:.1} GiB",
+                    inv.memory_bytes as f64 / (1u64 << 30) as f64
+                );
+                if inv.gpus.is_empty() {
+                    println!(
+                        "gpus:    {}",
+                        inv.gpu_note.as_deref().unwrap_or("no NVIDIA GPU found")
+                    );
+                }
+                for g in &inv.gpus {
+                    println!(
+                        "gpu {}:   {} ({:.0} GiB, uuid {}, driver {}, CUDA {}, PCIe gen {} x{}, power limit {} W)",
+                        g.index,
+                        g.name,
+                        g.memory_total_bytes as f64 / (1u64 << 30) as f64,
+                        g.uuid,
+                        g.driver_version,
+                        g.cuda_version.as_deref().unwrap_or("-"),
+                        g.pcie_generation
+                            .map(|v| v.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        g.pcie_width
+                            .map(|v| v.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        g.power_limit_watts
+                            .map(|v| format!("{v:.0}"))
+                            .unwrap_or_else(|| "-".into()),
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Bench { sweep, out } => {
+            let spec = sweep.spec();
+            spec.validate()?;
+            let outputs = run_bench(&spec, &out, &NvmlProbe::new(), &AtomicBool::new(false))?;
+            for o in &outputs {
+                println!(
+                    "{} on {}: {} parameters, weights {}",
+                    o.report.model.name,
+                    o.report.device.id,
+                    o.report.model.parameters,
+                    o.report.model.weights.describe()
+                );
+                for f in &o.files {
+                    println!("wrote {}", f.display());
+                }
+            }
+            Ok(())
+        }
+        Command::Classify {
+            model,
+            weights,
+            engine,
+            dtype,
+            device,
+            json,
+            texts,
+        } => {
+            let candle_device = match device {
+                DeviceSelector::Cpu | DeviceSelector::Auto => candle_core::Device::Cpu,
+                DeviceSelector::Cuda(n) => {
+                    if !cfg!(feature = "cuda") {
+                        anyhow::bail!(
+                            "this fleetbench-agent was built without the `cuda` feature: rebuild with --features cuda or use --device cpu"
+                        );
+                    }
+                    candle_core::Device::new_cuda(n.unwrap_or(0) as usize)
+                        .context("cannot open the CUDA device")?
+                }
+            };
+            let request = ModelRequest {
+                weights,
+                engine,
+                dtype,
+                ..ModelRequest::new(model)
+            };
+            let loaded = LoadedModel::load(&request, &candle_device)?;
+            for note in loaded.notes() {
+                eprintln!("warning: {note}");
+            }
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let results = loaded.classify(&refs, loaded.info().max_positions.min(512))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&results)?);
+            } else {
+                for r in &results {
+                    let probs: Vec<String> = loaded
+                        .labels()
+                        .iter()
+                        .zip(&r.probabilities)
+                        .map(|(l, p)| format!("{l} {p:.4}"))
+                        .collect();
+                    println!("{}  ({})  {}", r.label, probs.join(", "), r.text);
+                }
+            }
+            Ok(())
+        }
+        Command::Run {
+            coordinator,
+            name,
+            spool,
+            simulate,
+            simulate_slowdown,
+            simulate_point_ms,
+            max_backoff,
+            protocol_version,
+        } => {
+            let name = name.unwrap_or_else(|| {
+                sysinfo::System::host_name().unwrap_or_else(|_| "fleetbench-agent".into())
+            });
+            if name.trim().is_empty() {
+                anyhow::bail!("--name is empty: give this agent a name, e.g. --name gpu-node-01");
+            }
+            let spool = spool.unwrap_or_else(|| default_spool_dir(&name));
+            let backend = match simulate {
+                Some(model) => Backend::Simulated(
+                    SimulatedGpu::new(
+                        &model,
+                        simulate_slowdown,
+                        Duration::from_millis(simulate_point_ms),
+                    )
+                    .map_err(anyhow::Error::msg)?,
+                ),
+                None => Backend::Real(Arc::new(NvmlProbe::new())),
+            };
+            let mut config = AgentConfig::new(coordinator, name, spool, backend);
+            config.protocol_version = protocol_version;
+            if !(max_backoff.is_finite() && max_backoff > 0.0) {
+                anyhow::bail!("--max-backoff must be a positive number of seconds");
+            }
+            config.max_backoff = Duration::from_secs_f64(max_backoff);
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async move {
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    let _ = tx.send(true);
+                });
+                run_agent(config, rx).await
+            })?;
+            Ok(())
+        }
+    }
+}
+
+fn default_spool_dir(name: &str) -> PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("fleetbench-agent")
+        .join(fleetbench_common::report::safe_file_stem(name))
+}
+
+/// SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,470 @@
+//! Markdown: the seed report's sections in the seed's order, then more.
+
+use std::fmt::Write as _;
+
+use super::table::Table;
+use super::{Exporter, FleetReport, ReportError};
+use crate::flops::achieved_gflops;
+use crate::insights::{Insights, MB};
+use crate::result::{DeviceKind, MachineReport};
+use crate::spec::join_batch_sizes;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MarkdownExporter;
+
+fn opt_mb(bytes: Option<u64>) -> String {
+    bytes
+        .map(|b| format!("{:.2}", b as f64 / MB))
+        .unwrap_or_else(|| "-".to_string())
+}
+
+fn opt_f(v: Option<f64>, prec: usize) -> String {
+    v.map(|v| format!("{v:.prec$}"))
+        .unwrap_or_else(|| "-".to_string())
+}
+
+/// 53,264,538 for 53264538.4.
+pub(crate) fn thousands(v: f64) -> String {
+    let digits = format!("{:.0}", v.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Exporter for MarkdownExporter {
+    fn extension(&self) -> &'static str {
+        "md"
+    }
+
+    fn machine(&self, r: &MachineReport) -> Result<String, ReportError> {
+        let ins = Insights::of_report(r);
+        let device_word = match r.device.kind {
+            DeviceKind::Cpu => "CPU",
+            DeviceKind::Cuda => "CUDA",
+        };
+        let mut o = String::new();
+        let _ = writeln!(o, "# DistilBERT Benchmark Insights Report\n");
+        let _ = writeln!(o, "*Generated on {}*\n", r.generated_at);
+        if r.simulated() {
+            let _ = writeln!(
+                o,
+                "> **SIMULATED HOST**: these figures come from a performance model of the {}, not from a measurement.\n",
+                r.device.name
+            );
+        }
+        for note in &r.notes {
+            let _ = writeln!(o, "> **Note**: {note}\n");
+        }
+
+        let _ = writeln!(o, "## Model Information\n");
+        let _ = writeln!(o, "- **Model**: {}", r.model.name);
+        let _ = writeln!(o, "- **Weights**: {}", r.model.weights.describe());
+        let _ = writeln!(o, "- **Hidden Size**: {}", r.model.hidden_size);
+        let _ = writeln!(o, "- **Hidden Layers**: {}", r.model.layers);
+        let _ = writeln!(o, "- **Attention Heads**: {}", r.model.heads);
+        let _ = writeln!(
+            o,
+            "- **Parameters**: {}",
+            thousands(r.model.parameters as f64)
+        );
+        let _ = writeln!(o, "- **Precision**: {}", r.model.dtype);
+        let _ = writeln!(o, "- **Engine**: {}\n", r.model.engine);
+
+        let _ = writeln!(o, "## System Information\n");
+        let h = &r.host;
+        let _ = writeln!(
+            o,
+            "- **Host**: {}{}",
+            h.hostname,
+            if r.simulated() { " (simulated)" } else { "" }
+        );
+        let _ = writeln!(o, "- **Platform**: {} (kernel {})", h.os, h.kernel);
+        let _ = writeln!(o, "- **Processor**: {}", h.cpu_model);
+        let _ = writeln!(
+            o,
+            "- **CPU Count**: {}{}",
+            h.cpu_logical_cores,
+            h.cpu_physical_cores
+                .map(|p| format!(" ({p} physical cores)"))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(
+            o,
+            "- **Memory**: {:.1} GiB",
+            h.memory_bytes as f64 / (MB * 1024.0)
+        );
+        if h.gpus.is_empty() {
+            let _ = writeln!(o, "- **GPUs**: {}", h.gpu_note.as_deref().unwrap_or("none"));
+        }
+        for g in &h.gpus {
+            let _ = writeln!(
+                o,
+                "- **GPU {}**: {} ({:.0} GiB, driver {}, CUDA {}, PCIe gen {} x{}, power limit {} W)",
+                g.index,
+                g.name,
+                g.memory_total_bytes as f64 / (MB * 1024.0),
+                g.driver_version,
+                g.cuda_version.as_deref().unwrap_or("-"),
+                g.pcie_generation
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                g.pcie_width
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                opt_f(g.power_limit_watts, 0)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "- **Agent Version**: fleetbench-agent {}",
+            r.environment.agent_version
+        );
+        let _ = writeln!(o, "- **candle Version**: {}", r.environment.candle_version);
+        if let Some(t) = r.environment.threads {
+            let _ = writeln!(o, "- **Compute Threads**: {t}");
+        }
+        let _ = writeln!(o);
+
+        let _ = writeln!(o, "## Benchmark Summary\n");
+        let _ = writeln!(
+            o,
+            "- **Device**: {device_word} ({}: {})",
+            r.device.id, r.device.name
+        );
+        let _ = writeln!(
+            o,
+            "- **Batch Sizes Tested**: {}",
+            join_batch_sizes(&r.spec.batch_sizes).replace(',', ", ")
+        );
+        let _ = writeln!(o, "- **Sequence Length**: {}", r.spec.seq_len);
+        let _ = writeln!(o, "- **Iterations**: {}", r.spec.iterations);
+        let _ = writeln!(o, "- **Warmup Runs**: {}", r.spec.warmup);
+        if r.spec.min_seconds > 0.0 {
+            let _ = writeln!(
+                o,
+                "- **Minimum Timed Seconds per Batch Size**: {}",
+                r.spec.min_seconds
+            );
+        }
+        let _ = writeln!(o);
+
+        let _ = writeln!(o, "## Key Performance Metrics\n");
+        let mut t = Table::new(&[
+            ("Batch Size", true),
+            ("Latency (ms)", true),
+            ("Throughput (samples/sec)", true),
+            ("CPU Memory (MB)", true),
+            ("GPU Memory (MB)", true),
+        ]);
+        for p in &r.points {
+            match p.stats() {
+                Some(s) => t.row(vec![
+                    format!("{:.2}", p.batch_size as f64),
+                    format!("{:.2}", s.latency.mean_ms),
+                    format!("{:.2}", s.throughput),
+                    opt_mb(s.peak_rss_bytes),
+                    opt_mb(s.gpu_process_bytes.or(s.gpu_device_bytes)),
+                ]),
+                None => t.row(vec![
+                    format!("{:.2}", p.batch_size as f64),
+                    "failed".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                ]),
+            }
+        }
+        o.push_str(&t.render());
+        let _ = writeln!(o);
+
+        let _ = writeln!(o, "### Latency Distribution and Stability\n");
+        let mut t = Table::new(&[
+            ("Batch Size", true),
+            ("p50 (ms)", true),
+            ("p90 (ms)", true),
+            ("p99 (ms)", true),
+            ("Min (ms)", true),
+            ("Max (ms)", true),
+            ("Std (ms)", true),
+            ("CV", true),
+            ("p99/p50", true),
+            ("Stability", false),
+            ("GFLOP/s", true),
+            ("Iterations", true),
+            ("Timed (s)", true),
+            ("Power (W)", true),
+            ("Samples/J", true),
+        ]);
+        for p in &r.points {
+            if let Some(s) = p.stats() {
+                let per_joule = s
+                    .energy_joules
+                    .filter(|j| *j > 0.0)
+                    .map(|j| (p.batch_size as f64 * s.iterations as f64) / j);
+                t.row(vec![
+                    p.batch_size.to_string(),
+                    format!("{:.2}", s.latency.p50_ms),
+                    format!("{:.2}", s.latency.p90_ms),
+                    format!("{:.2}", s.latency.p99_ms),
+                    format!("{:.2}", s.latency.min_ms),
+                    format!("{:.2}", s.latency.max_ms),
+                    format!("{:.2}", s.latency.std_ms),
+                    format!("{:.1}%", s.latency.cv * 100.0),
+                    format!("{:.2}", s.latency.tail_ratio()),
+                    s.stability(r.spec.min_seconds).as_str().to_string(),
+                    format!(
+                        "{:.1}",
+                        achieved_gflops(r.model.dims(), p.seq_len, s.throughput)
+                    ),
+                    s.iterations.to_string(),
+                    format!("{:.2}", s.timed_seconds),
+                    opt_f(s.avg_power_watts, 1),
+                    opt_f(per_joule, 2),
+                ]);
+            }
+        }
+        o.push_str(&t.render());
+        let failed: Vec<_> = r
+            .points
+            .iter()
+            .filter_map(|p| p.error().map(|e| (p.batch_size, e)))
+            .collect();
+        if !failed.is_empty() {
+            let _ = writeln!(o, "\n### Failed Batch Sizes\n");
+            for (b, e) in &failed {
+                let _ = writeln!(o, "- **{b}**: {e}");
+            }
+        }
+        let _ = writeln!(o);
+
+        let _ = writeln!(o, "## Performance Insights\n");
+        if let Some(b) = ins.best_throughput {
+            let _ = writeln!(
+                o,
+                "- **Optimal Batch Size for Throughput**: {}",
+                b.batch_size
+            );
+            let _ = writeln!(o, "  - Achieves {:.2} samples/second", b.value);
+        }
+        if let Some(b) = ins.best_latency_ms {
+            let _ = writeln!(o, "- **Optimal Batch Size for Latency**: {}", b.batch_size);
+            let _ = writeln!(o, "  - Achieves {:.2} ms latency", b.value);
+        }
+        if let Some(b) = ins.most_memory_efficient {
+            let _ = writeln!(
+                o,
+                "- **Most Memory-Efficient Batch Size**: {}",
+                b.batch_size
+            );
+            let _ = writeln!(o, "  - Uses {:.2} MB per sample", b.value);
+        }
+        if let Some(b) = ins.most_gpu_memory_efficient {
+            let _ = writeln!(
+                o,
+                "- **Most GPU-Memory-Efficient Batch Size**: {}",
+                b.batch_size
+            );
+            let _ = writeln!(o, "  - Uses {:.2} MB of GPU memory per sample", b.value);
+        }
+        if let Some(e) = ins.scaling_efficiency {
+            let _ = writeln!(o, "- **Scaling Efficiency**: {e:.2}");
+            match ins.scaling_declines_after {
+                Some(b) => {
+                    let _ = writeln!(o, "  - Scaling starts to decline after batch size {b}");
+                }
+                None => {
+                    let _ = writeln!(
+                        o,
+                        "  - Throughput grows with batch size at every step tested"
+                    );
+                }
+            }
+        }
+        if let Some(d) = ins.daily_samples {
+            let _ = writeln!(
+                o,
+                "- **Estimated Daily Throughput**: {} samples/day",
+                thousands(d)
+            );
+            let _ = writeln!(o, "  - Equivalent to {:.2} million samples/day", d / 1e6);
+        }
+        if ins.best_throughput.is_none() {
+            let _ = writeln!(o, "- No batch size was measured successfully.");
+        }
+        let _ = writeln!(o);
+
+        let _ = writeln!(o, "## Potential Bottlenecks\n");
+        if ins.bottlenecks.is_empty() {
+            let _ = writeln!(
+                o,
+                "- None identified: throughput keeps growing with batch size and measurements are stable"
+            );
+        }
+        for b in &ins.bottlenecks {
+            let _ = writeln!(o, "- {b}");
+        }
+        let _ = writeln!(o);
+
+        let _ = writeln!(o, "## Recommendations\n");
+        for rec in &ins.recommendations {
+            if rec.starts_with("  ") {
+                let _ = writeln!(o, "{rec}");
+            } else {
+                let _ = writeln!(o, "- {rec}");
+            }
+        }
+        let _ = writeln!(o);
+
+        let _ = writeln!(o, "## Conclusion\n");
+        match (ins.best_throughput, ins.best_latency_ms) {
+            (Some(t), Some(l)) => {
+                let _ = write!(
+                    o,
+                    "The DistilBERT model demonstrates {:.2} samples/second maximum throughput and {:.2} ms minimum latency on {device_word}{}.",
+                    t.value,
+                    l.value,
+                    if r.simulated() { " (simulated)" } else { "" }
+                );
+                if let Some(e) = ins.scaling_efficiency {
+                    let _ = write!(
+                        o,
+                        " The model shows {} scaling efficiency ({e:.2}) with larger batch sizes{}.",
+                        ins.scaling_word(),
+                        if e < 0.7 {
+                            ", suggesting resource limitations"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                if let Some(d) = ins.daily_samples {
+                    let _ = write!(
+                        o,
+                        " At optimal settings, this configuration can process approximately {:.2} million samples per day.",
+                        d / 1e6
+                    );
+                }
+                let _ = writeln!(o);
+            }
+            _ => {
+                let _ = writeln!(
+                    o,
+                    "No batch size completed on {device_word}, so no performance conclusion can be drawn; see the failed batch sizes above."
+                );
+            }
+        }
+        Ok(o)
+    }
+
+    fn fleet(&self, f: &FleetReport) -> Result<String, ReportError> {
+        let mut o = String::new();
+        let _ = writeln!(o, "# Fleet Benchmark Report\n");
+        let _ = writeln!(
+            o,
+            "*Sweep {} ({}), generated on {}*\n",
+            f.sweep_id, f.state, f.generated_at
+        );
+        if f.totals.simulated_hosts > 0 {
+            let _ = writeln!(
+                o,
+                "> **{} of {} hosts are SIMULATED**: their rows come from a performance model, not a measurement.\n",
+                f.totals.simulated_hosts, f.totals.hosts
+            );
+        }
+        let _ = writeln!(o, "## Sweep\n");
+        let _ = writeln!(o, "- **Spec**: {}\n", f.spec.summary());
+        let _ = writeln!(o, "## Hosts\n");
+        let mut t = Table::new(&[
+            ("Host", false),
+            ("Device", false),
+            ("Hardware", false),
+            ("Status", false),
+            ("Points", true),
+            ("Best Throughput (samples/s)", true),
+            ("at Batch", true),
+            ("Best Latency (ms)", true),
+            ("at Batch", true),
+            ("Peak CPU Memory (MB)", true),
+            ("Peak GPU Memory (MB)", true),
+        ]);
+        for r in &f.rows {
+            t.row(vec![
+                if r.simulated {
+                    format!("{} (simulated)", r.host)
+                } else {
+                    r.host.clone()
+                },
+                if r.device_id == "-" {
+                    "-".into()
+                } else {
+                    format!("{} {}", r.device_id, r.device_name)
+                },
+                r.hardware.clone(),
+                r.status.clone(),
+                format!(
+                    "{}/{}",
+                    r.points_measured,
+                    r.points_measured + r.points_failed
+                ),
+                opt_f(r.best_throughput.map(|b| b.value), 2),
+                r.best_throughput
+                    .map(|b| b.batch_size.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                opt_f(r.best_latency_ms.map(|b| b.value), 2),
+                r.best_latency_ms
+                    .map(|b| b.batch_size.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                opt_f(r.peak_cpu_memory_mb, 2),
+                opt_f(r.peak_gpu_memory_mb, 2),
+            ]);
+        }
+        o.push_str(&t.render());
+        let _ = writeln!(o, "\n## Fleet Totals\n");
+        let tt = &f.totals;
+        let _ = writeln!(
+            o,
+            "- **Hosts**: {} ({} completed, {} not completed, {} simulated)",
+            tt.hosts, tt.hosts_completed, tt.hosts_failed, tt.simulated_hosts
+        );
+        let _ = writeln!(o, "- **Devices Measured**: {}", tt.devices_measured);
+        let _ = writeln!(
+            o,
+            "- **Total Best Throughput**: {:.2} samples/second",
+            tt.total_best_throughput
+        );
+        let _ = writeln!(
+            o,
+            "- **Estimated Daily Capacity**: {} samples/day ({:.2} million)",
+            thousands(tt.daily_samples),
+            tt.daily_samples / 1e6
+        );
+        let failures: Vec<_> = f
+            .rows
+            .iter()
+            .filter(|r| r.error.is_some() || r.points_failed > 0)
+            .collect();
+        if !failures.is_empty() {
+            let _ = writeln!(o, "\n## Failures\n");
+            for r in failures {
+                let _ = writeln!(
+                    o,
+                    "- **{}** {}: {}{}",
+                    r.host,
+                    r.device_id,
+                    r.error.as_deref().unwrap_or("completed with failed points"),
+                    if r.points_failed > 0 {
+                        format!(" ({} failed batch sizes)", r.points_failed)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+        Ok(o)
+    }
+}

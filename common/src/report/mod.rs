@@ -1,0 +1,107 @@
+//! Reports: one exporter per format behind the [`Exporter`] trait, used for
+//! both the per-machine report and the fleet report so that the two share
+//! their tables and wording.
+
+mod csv;
+mod fleet;
+mod json;
+mod markdown;
+mod table;
+
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+pub use csv::CsvExporter;
+pub use fleet::{FleetHostRow, FleetReport, FleetTotals, HostOutcome};
+pub use json::JsonExporter;
+pub use markdown::MarkdownExporter;
+
+use crate::result::MachineReport;
+
+#[derive(Debug, Error)]
+pub enum ReportError {
+    #[error("could not serialise the report: {0}")]
+    Serialise(#[from] serde_json::Error),
+    #[error("could not write report {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// One output format.
+pub trait Exporter {
+    /// File extension without the dot, e.g. `md`.
+    fn extension(&self) -> &'static str;
+    fn machine(&self, report: &MachineReport) -> Result<String, ReportError>;
+    fn fleet(&self, report: &FleetReport) -> Result<String, ReportError>;
+}
+
+/// Every format a report is written in.
+pub fn all_exporters() -> Vec<Box<dyn Exporter>> {
+    vec![
+        Box::new(MarkdownExporter),
+        Box::new(JsonExporter),
+        Box::new(CsvExporter),
+    ]
+}
+
+/// Writes `<stem>.<ext>` for every exporter into `dir`, atomically per file
+/// (a reader never sees half a report). Returns the paths written.
+pub fn write_machine_reports(
+    dir: &Path,
+    stem: &str,
+    report: &MachineReport,
+) -> Result<Vec<PathBuf>, ReportError> {
+    all_exporters()
+        .iter()
+        .map(|e| {
+            write_atomic(
+                dir,
+                &format!("{stem}.{}", e.extension()),
+                &e.machine(report)?,
+            )
+        })
+        .collect()
+}
+
+/// Writes `fleet.<ext>` for every exporter into `dir`.
+pub fn write_fleet_reports(dir: &Path, report: &FleetReport) -> Result<Vec<PathBuf>, ReportError> {
+    all_exporters()
+        .iter()
+        .map(|e| write_atomic(dir, &format!("fleet.{}", e.extension()), &e.fleet(report)?))
+        .collect()
+}
+
+fn write_atomic(dir: &Path, name: &str, contents: &str) -> Result<PathBuf, ReportError> {
+    let path = dir.join(name);
+    let err = |source| ReportError::Write {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, contents).map_err(err)?;
+    std::fs::rename(&tmp, &path).map_err(err)?;
+    Ok(path)
+}
+
+/// A file-name-safe version of a host name.
+pub fn safe_file_stem(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() || s.starts_with('.') {
+        format!("host{s}")
+    } else {
+        s
+    }
+}

@@ -1,0 +1,220 @@
+//! What a sweep produces: host facts, the device and model measured, and one
+//! result per batch size. These are the types the agent sends and the
+//! coordinator stores; reports are rendered from them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{Engine, Precision, SweepSpec};
+use crate::stats::{LatencySummary, Stability};
+
+/// The host as `fleetbench-agent info` sees it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostInventory {
+    pub hostname: String,
+    pub os: String,
+    pub kernel: String,
+    pub cpu_model: String,
+    pub cpu_logical_cores: u32,
+    pub cpu_physical_cores: Option<u32>,
+    pub memory_bytes: u64,
+    pub gpus: Vec<GpuInfo>,
+    /// Why there are no GPUs, e.g. "no NVIDIA GPU found (libnvidia-ml.so.1 not loadable)".
+    pub gpu_note: Option<String>,
+    /// A simulated host answers sweeps from a performance model, not from candle.
+    pub simulated: bool,
+}
+
+/// One GPU as NVML describes it. Fields a card does not report are `None`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GpuInfo {
+    pub index: u32,
+    pub name: String,
+    pub uuid: String,
+    pub memory_total_bytes: u64,
+    pub driver_version: String,
+    pub cuda_version: Option<String>,
+    pub pcie_generation: Option<u32>,
+    pub pcie_width: Option<u32>,
+    pub power_limit_watts: Option<f64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    Cpu,
+    Cuda,
+}
+
+/// The device one sweep ran on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceDescription {
+    /// `cpu` or `cuda:N`: stable across agent restarts, part of a result's key.
+    pub id: String,
+    pub kind: DeviceKind,
+    /// CPU model or GPU name, e.g. "NVIDIA H100 80GB HBM3".
+    pub name: String,
+    pub simulated: bool,
+}
+
+impl DeviceDescription {
+    pub fn cpu(name: impl Into<String>) -> Self {
+        DeviceDescription {
+            id: "cpu".into(),
+            kind: DeviceKind::Cpu,
+            name: name.into(),
+            simulated: false,
+        }
+    }
+
+    /// `cpu`, `cuda0`: safe in file names.
+    pub fn file_stem(&self) -> String {
+        self.id.replace(':', "")
+    }
+}
+
+/// Where the weights that were measured came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum WeightsSource {
+    /// Downloaded or cached from the Hugging Face hub.
+    Hub { repo: String, revision: String },
+    /// A local Hugging Face style directory.
+    Directory { path: String },
+    /// Seeded random values: timings are true, predictions are not.
+    Random { seed: u64 },
+    /// No model ran: a simulated host's performance model.
+    Simulated,
+}
+
+impl WeightsSource {
+    pub fn describe(&self) -> String {
+        match self {
+            WeightsSource::Hub { repo, revision } => format!("hub: {repo} ({revision})"),
+            WeightsSource::Directory { path } => format!("local directory {path}"),
+            WeightsSource::Random { seed } => {
+                format!(
+                    "synthetic (seeded random, seed {seed}): timings are real, predictions are not"
+                )
+            }
+            WeightsSource::Simulated => "none (simulated host)".to_string(),
+        }
+    }
+}
+
+/// The model as loaded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub name: String,
+    pub weights: WeightsSource,
+    pub hidden_size: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub intermediate_size: usize,
+    pub vocab_size: usize,
+    pub max_positions: usize,
+    pub parameters: u64,
+    pub dtype: Precision,
+    pub engine: Engine,
+}
+
+impl ModelInfo {
+    /// The dimensions the FLOP count needs.
+    pub fn dims(&self) -> crate::flops::ModelDims {
+        crate::flops::ModelDims {
+            hidden: self.hidden_size,
+            layers: self.layers,
+            intermediate: self.intermediate_size,
+        }
+    }
+}
+
+/// Software and settings of the run, for reproducing it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunEnvironment {
+    pub agent_version: String,
+    pub candle_version: String,
+    pub threads: Option<usize>,
+    pub build_features: Vec<String>,
+}
+
+/// Measurements of one batch size.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PointStats {
+    pub warmup: u32,
+    pub iterations: u32,
+    /// Sum of the timed iterations, in seconds.
+    pub timed_seconds: f64,
+    pub latency: LatencySummary,
+    /// Samples per second: batch size over mean latency.
+    pub throughput: f64,
+    /// Every timed iteration, in milliseconds, in the order measured.
+    pub samples_ms: Vec<f64>,
+    /// Peak resident memory of the process during the point.
+    pub peak_rss_bytes: Option<u64>,
+    /// GPU memory used by this process (NVML), after the point.
+    pub gpu_process_bytes: Option<u64>,
+    /// GPU memory used on the whole device (NVML), after the point.
+    pub gpu_device_bytes: Option<u64>,
+    pub avg_power_watts: Option<f64>,
+    pub energy_joules: Option<f64>,
+    /// NVML throttle reasons seen during the point, e.g. "sw-thermal".
+    pub throttle_reasons: Vec<String>,
+}
+
+impl PointStats {
+    pub fn stability(&self, min_seconds: f64) -> Stability {
+        Stability::judge(self.latency.cv, self.timed_seconds, min_seconds)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "status")]
+pub enum PointOutcome {
+    Measured(PointStats),
+    Failed { error: String },
+}
+
+/// The result of one batch size on one device.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PointResult {
+    pub batch_size: usize,
+    pub seq_len: usize,
+    pub outcome: PointOutcome,
+}
+
+impl PointResult {
+    pub fn stats(&self) -> Option<&PointStats> {
+        match &self.outcome {
+            PointOutcome::Measured(s) => Some(s),
+            PointOutcome::Failed { .. } => None,
+        }
+    }
+
+    pub fn error(&self) -> Option<&str> {
+        match &self.outcome {
+            PointOutcome::Measured(_) => None,
+            PointOutcome::Failed { error } => Some(error),
+        }
+    }
+}
+
+/// Everything one device's sweep on one host produced: the input of a
+/// per-machine report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MachineReport {
+    pub generated_at: String,
+    pub host: HostInventory,
+    pub device: DeviceDescription,
+    pub model: ModelInfo,
+    pub spec: SweepSpec,
+    pub points: Vec<PointResult>,
+    pub environment: RunEnvironment,
+    /// Warnings a reader must see, e.g. synthetic weights or a failed host.
+    pub notes: Vec<String>,
+}
+
+impl MachineReport {
+    pub fn simulated(&self) -> bool {
+        self.host.simulated || self.device.simulated
+    }
+}

@@ -1,0 +1,17 @@
+//! fleetbench's coordinator: keeps the fleet's inventory, runs fleet-wide
+//! sweeps, stores every result in its embedded SQLite store and writes
+//! per-machine and fleet reports; plus the operator's client commands.
+//!
+//! Modules: [`server`] (gRPC services), [`fleet`] (connected agents),
+//! [`sweeps`] (orchestration and deadlines), [`store`] (SQLite schema,
+//! migrations, queries), [`reports`] (when and where reports are written),
+//! [`operator`] (the `fleetbench` client commands), [`demo`] (the one-command
+//! local fleet).
+
+pub mod demo;
+pub mod fleet;
+pub mod operator;
+pub mod reports;
+pub mod server;
+pub mod store;
+pub mod sweeps;

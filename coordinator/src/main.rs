@@ -1,0 +1,271 @@
+//! `fleetbench`: the coordinator server and the operator's commands, a thin
+//! command-line edge over the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use fleetbench_agent::sweep_args::SweepArgs;
+use fleetbench_common::WeightsChoice;
+use fleetbench_common::spec::DEFAULT_MODEL;
+use fleetbench_coordinator::demo::{DemoOptions, run_demo};
+use fleetbench_coordinator::operator::{self, SweepRequest};
+use fleetbench_coordinator::sweeps::{Coordinator, CoordinatorConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "fleetbench",
+    version,
+    about = "Benchmark transformer inference across a fleet of GPU hosts"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+struct Remote {
+    /// The coordinator's URL.
+    #[arg(
+        long,
+        env = "FLEETBENCH_COORDINATOR",
+        default_value = "http://127.0.0.1:7070",
+        global = true
+    )]
+    coordinator: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the coordinator.
+    Serve {
+        /// Address to listen on (loopback by default; port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        listen: SocketAddr,
+        /// Directory for the store (fleetbench.db) and reports.
+        #[arg(long, default_value = "fleetbench-data")]
+        data: PathBuf,
+        /// Seconds between agent heartbeats.
+        #[arg(long, default_value_t = 5.0)]
+        heartbeat_interval: f64,
+        /// Seconds a host may take for a sweep unless the sweep says otherwise.
+        #[arg(long, default_value_t = 3600)]
+        default_deadline: u64,
+        #[arg(long, hide = true, default_value_t = fleetbench_proto::PROTOCOL_VERSION)]
+        protocol_version: u32,
+    },
+    /// The one-command local fleet: coordinator, store and one agent in this process, one sweep, reports.
+    Demo {
+        #[arg(long, default_value = "fleetbench-data")]
+        data: PathBuf,
+        #[arg(long, default_value = DEFAULT_MODEL)]
+        model: String,
+        #[arg(long, default_value = "auto")]
+        weights: WeightsChoice,
+        /// The short CPU sweep even where a GPU exists.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// List the fleet's agents, connected and lost, with their GPUs.
+    Agents {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Start a sweep on the fleet (every connected agent unless --hosts or --gpu-model narrow it).
+    Sweep {
+        #[command(flatten)]
+        remote: Remote,
+        /// Only these agents (comma-separated names).
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<String>,
+        /// Only agents with a GPU whose name contains this text.
+        #[arg(long)]
+        gpu_model: Option<String>,
+        /// Seconds each host has before it is marked failed (0: the coordinator's default).
+        #[arg(long, default_value_t = 0)]
+        deadline: u32,
+        /// Follow the sweep until it ends; exit non-zero if any host failed.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        sweep: SweepArgs,
+    },
+    /// List sweeps, newest first.
+    Sweeps {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show a sweep with every host and result.
+    Show {
+        #[command(flatten)]
+        remote: Remote,
+        sweep_id: String,
+    },
+    /// Cancel a running sweep.
+    Cancel {
+        #[command(flatten)]
+        remote: Remote,
+        sweep_id: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve {
+            listen,
+            data,
+            heartbeat_interval,
+            default_deadline,
+            protocol_version,
+        } => {
+            if !listen.ip().is_loopback() {
+                tracing::warn!(%listen, "listening beyond loopback without TLS: anyone on the network can reach this coordinator");
+            }
+            if !(heartbeat_interval.is_finite() && heartbeat_interval > 0.0) {
+                anyhow::bail!("--heartbeat-interval must be a positive number of seconds");
+            }
+            let mut config = CoordinatorConfig::new(data.clone());
+            config.heartbeat_interval = Duration::from_secs_f64(heartbeat_interval);
+            config.heartbeat_timeout = config.heartbeat_interval * 3;
+            config.default_deadline = Duration::from_secs(default_deadline.max(1));
+            config.protocol_version = protocol_version;
+            let coordinator = Coordinator::open(config)
+                .with_context(|| format!("cannot open the store in {}", data.display()))?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            // The first line on stdout is the address, so scripts (and tests)
+            // can use port 0 and learn the port.
+            println!("listening on {}", listener.local_addr()?);
+            fleetbench_coordinator::server::serve(coordinator, listener, shutdown_signal())
+                .await
+                .map_err(|e| anyhow::anyhow!("server error: {e}"))?;
+            tracing::info!("coordinator stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo {
+            data,
+            model,
+            weights,
+            quick,
+        } => {
+            let outcome = run_demo(DemoOptions {
+                data_dir: data,
+                model,
+                weights,
+                quick,
+            })
+            .await?;
+            println!("sweep {} {}", outcome.sweep_id, outcome.state);
+            Ok(if outcome.state == "completed" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Agents { remote } => {
+            print!("{}", operator::agents(&remote.coordinator).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sweep {
+            remote,
+            hosts,
+            gpu_model,
+            deadline,
+            wait,
+            sweep,
+        } => {
+            let spec = sweep.spec();
+            spec.validate()?;
+            let req = SweepRequest {
+                spec,
+                hosts,
+                gpu_model,
+                deadline_seconds: deadline,
+            };
+            let started = operator::start_sweep(&remote.coordinator, &req).await?;
+            println!("{}", started.sweep_id);
+            if !wait {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let last = operator::watch(
+                &remote.coordinator,
+                &started.sweep_id,
+                &mut std::io::stdout(),
+            )
+            .await?;
+            let summary = last.sweep.clone().unwrap_or_default();
+            println!(
+                "sweep {} {}: {}/{} hosts completed",
+                summary.sweep_id, summary.state, summary.hosts_done, summary.hosts
+            );
+            if !summary.reports_dir.is_empty() {
+                println!("reports: {}", summary.reports_dir);
+            }
+            Ok(if operator::sweep_failed(&last) {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Sweeps { remote } => {
+            print!("{}", operator::sweeps(&remote.coordinator).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Show { remote, sweep_id } => {
+            print!("{}", operator::show(&remote.coordinator, &sweep_id).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cancel { remote, sweep_id } => {
+            print!(
+                "{}",
+                operator::cancel(&remote.coordinator, &sweep_id).await?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}

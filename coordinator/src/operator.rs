@@ -1,0 +1,344 @@
+//! The operator's client commands: `agents`, `sweep`, `sweeps`, `show`,
+//! `cancel`, each a call to the control API, with tables for people.
+
+use std::io::IsTerminal as _;
+use std::time::Duration;
+
+use fleetbench_common::SweepSpec;
+use fleetbench_proto::v1;
+use fleetbench_proto::v1::control_client::ControlClient;
+use thiserror::Error;
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Debug, Error)]
+pub enum OperatorError {
+    #[error("invalid coordinator address '{0}': use a URL such as http://127.0.0.1:7070")]
+    BadAddress(String),
+    #[error(
+        "cannot reach the coordinator at {url}: {source} (is `fleetbench serve` running? set --coordinator or FLEETBENCH_COORDINATOR)"
+    )]
+    Unreachable {
+        url: String,
+        source: tonic::transport::Error,
+    },
+    #[error("{}", .0.message())]
+    Rpc(#[from] tonic::Status),
+}
+
+pub async fn connect(url: &str) -> Result<ControlClient<Channel>, OperatorError> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|_| OperatorError::BadAddress(url.to_string()))?
+        .connect_timeout(Duration::from_secs(5));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|source| OperatorError::Unreachable {
+            url: url.to_string(),
+            source,
+        })?;
+    Ok(ControlClient::new(channel))
+}
+
+fn ago(ms: i64) -> String {
+    let secs = (fleetbench_common::time::now_unix_ms() - ms).max(0) / 1000;
+    match secs {
+        0..=59 => format!("{secs}s ago"),
+        60..=3599 => format!("{}m ago", secs / 60),
+        _ => format!("{}h ago", secs / 3600),
+    }
+}
+
+/// Left-aligned plain-text table.
+fn print_table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..headers.len())
+        .map(|c| {
+            rows.iter()
+                .map(|r| r[c].chars().count())
+                .chain([headers[c].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        parts.join("  ").trim_end().to_string() + "\n"
+    };
+    let mut out = line(headers.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+pub async fn agents(url: &str) -> Result<String, OperatorError> {
+    let mut client = connect(url).await?;
+    let agents = client
+        .list_agents(v1::ListAgentsRequest {})
+        .await?
+        .into_inner()
+        .agents;
+    if agents.is_empty() {
+        return Ok("no agents have registered yet: start `fleetbench-agent run --coordinator URL` on your hosts\n".into());
+    }
+    let rows: Vec<Vec<String>> = agents
+        .iter()
+        .map(|a| {
+            let inv = a.inventory.clone().unwrap_or_default();
+            let gpus = if inv.gpus.is_empty() {
+                "-".to_string()
+            } else {
+                let mut names: Vec<String> = inv.gpus.iter().map(|g| g.name.clone()).collect();
+                names.dedup();
+                format!("{}x {}", inv.gpus.len(), names.join(", "))
+            };
+            vec![
+                if inv.simulated {
+                    format!("{} (simulated)", a.name)
+                } else {
+                    a.name.clone()
+                },
+                if a.connected {
+                    "connected".into()
+                } else {
+                    "lost".into()
+                },
+                gpus,
+                format!("{} ({} cores)", inv.cpu_model, inv.cpu_logical_cores),
+                a.agent_version.clone(),
+                ago(a.last_seen_unix_ms),
+                if a.active_sweep_id.is_empty() {
+                    "-".into()
+                } else {
+                    a.active_sweep_id.clone()
+                },
+            ]
+        })
+        .collect();
+    Ok(print_table(
+        &[
+            "AGENT",
+            "STATE",
+            "GPUS",
+            "CPU",
+            "VERSION",
+            "LAST SEEN",
+            "SWEEP",
+        ],
+        &rows,
+    ))
+}
+
+/// What `fleetbench sweep` asks for.
+#[derive(Debug, Clone)]
+pub struct SweepRequest {
+    pub spec: SweepSpec,
+    pub hosts: Vec<String>,
+    pub gpu_model: Option<String>,
+    pub deadline_seconds: u32,
+}
+
+pub async fn start_sweep(
+    url: &str,
+    req: &SweepRequest,
+) -> Result<v1::StartSweepResponse, OperatorError> {
+    let mut client = connect(url).await?;
+    let request = v1::StartSweepRequest {
+        spec: Some((&req.spec).into()),
+        hosts: req.hosts.clone(),
+        gpu_model: req.gpu_model.clone().unwrap_or_default(),
+        deadline_seconds: req.deadline_seconds,
+    };
+    Ok(client.start_sweep(request).await?.into_inner())
+}
+
+fn host_rows(hosts: &[v1::HostStatus]) -> Vec<Vec<String>> {
+    hosts
+        .iter()
+        .map(|h| {
+            vec![
+                if h.simulated {
+                    format!("{} (simulated)", h.host)
+                } else {
+                    h.host.clone()
+                },
+                h.state.clone(),
+                format!("{}/{}", h.points_done, h.points_total),
+                if !h.error.is_empty() {
+                    h.error.clone()
+                } else {
+                    h.current.clone()
+                },
+            ]
+        })
+        .collect()
+}
+
+/// Follows a sweep until it ends, redrawing a table of every host (in place
+/// on a terminal, one line per change otherwise). Returns the final event.
+pub async fn watch(
+    url: &str,
+    sweep_id: &str,
+    out: &mut dyn std::io::Write,
+) -> Result<v1::SweepEvent, OperatorError> {
+    let mut client = connect(url).await?;
+    let mut stream = client
+        .watch_sweep(v1::WatchSweepRequest {
+            sweep_id: sweep_id.to_string(),
+        })
+        .await?
+        .into_inner();
+    let tty = std::io::stdout().is_terminal();
+    let mut drawn_lines = 0usize;
+    let mut last_plain: Vec<Vec<String>> = Vec::new();
+    let mut last = None;
+    while let Some(event) = stream.message().await? {
+        let rows = host_rows(&event.hosts);
+        if tty {
+            let summary = event
+                .sweep
+                .as_ref()
+                .map(|s| format!("sweep {} {}\n", s.sweep_id, s.state))
+                .unwrap_or_default();
+            let table = summary + &print_table(&["HOST", "STATE", "POINTS", "NOW"], &rows);
+            if drawn_lines > 0 {
+                let _ = write!(out, "\x1b[{drawn_lines}A\x1b[J");
+            }
+            let _ = write!(out, "{table}");
+            drawn_lines = table.lines().count();
+        } else {
+            for r in &rows {
+                if !last_plain.contains(r) {
+                    let _ = writeln!(out, "{}", r.join("  ").trim_end());
+                }
+            }
+            last_plain = rows;
+        }
+        let _ = out.flush();
+        last = Some(event);
+    }
+    last.ok_or_else(|| {
+        OperatorError::Rpc(tonic::Status::unavailable(
+            "the watch ended before any event",
+        ))
+    })
+}
+
+pub async fn sweeps(url: &str) -> Result<String, OperatorError> {
+    let mut client = connect(url).await?;
+    let sweeps = client
+        .list_sweeps(v1::ListSweepsRequest { limit: 50 })
+        .await?
+        .into_inner()
+        .sweeps;
+    if sweeps.is_empty() {
+        return Ok("no sweeps yet: start one with `fleetbench sweep`\n".into());
+    }
+    let rows: Vec<Vec<String>> = sweeps
+        .iter()
+        .map(|s| {
+            let spec: Option<SweepSpec> = s.spec.clone().and_then(|p| p.try_into().ok());
+            vec![
+                s.sweep_id.clone(),
+                s.state.clone(),
+                fleetbench_common::time::rfc3339_from_unix_ms(s.created_unix_ms),
+                format!(
+                    "{}/{} done, {} failed",
+                    s.hosts_done, s.hosts, s.hosts_failed
+                ),
+                spec.map(|sp| {
+                    format!(
+                        "{} {} b={}",
+                        sp.model,
+                        sp.dtype,
+                        fleetbench_common::spec::join_batch_sizes(&sp.batch_sizes)
+                    )
+                })
+                .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    Ok(print_table(
+        &["SWEEP", "STATE", "STARTED", "HOSTS", "SPEC"],
+        &rows,
+    ))
+}
+
+pub async fn show(url: &str, sweep_id: &str) -> Result<String, OperatorError> {
+    let mut client = connect(url).await?;
+    let d = client
+        .get_sweep(v1::GetSweepRequest {
+            sweep_id: sweep_id.to_string(),
+        })
+        .await?
+        .into_inner();
+    let s = d.sweep.unwrap_or_default();
+    let mut out = format!("sweep {} ({})\n", s.sweep_id, s.state);
+    if let Some(spec) = s.spec.clone().and_then(|p| SweepSpec::try_from(p).ok()) {
+        out.push_str(&format!("spec: {}\n", spec.summary()));
+    }
+    if !s.reports_dir.is_empty() {
+        out.push_str(&format!("reports: {}\n", s.reports_dir));
+    }
+    out.push('\n');
+    out.push_str(&print_table(
+        &["HOST", "STATE", "POINTS", "NOW / ERROR"],
+        &host_rows(&d.hosts),
+    ));
+    out.push('\n');
+    let rows: Vec<Vec<String>> = d
+        .results
+        .iter()
+        .map(|r| {
+            let dev = r.device.clone().unwrap_or_default();
+            let p = r.point.clone().unwrap_or_default();
+            let (lat, thr) = match &p.outcome {
+                Some(v1::point_result::Outcome::Measured(m)) => (
+                    format!(
+                        "{:.2}",
+                        m.latency.as_ref().map(|l| l.mean_ms).unwrap_or(0.0)
+                    ),
+                    format!("{:.2}", m.throughput),
+                ),
+                Some(v1::point_result::Outcome::Error(e)) => ("failed".into(), e.clone()),
+                None => ("-".into(), "-".into()),
+            };
+            vec![
+                r.host.clone(),
+                format!("{} {}", dev.id, dev.name),
+                p.batch_size.to_string(),
+                lat,
+                thr,
+            ]
+        })
+        .collect();
+    out.push_str(&print_table(
+        &["HOST", "DEVICE", "BATCH", "LATENCY (ms)", "SAMPLES/S"],
+        &rows,
+    ));
+    Ok(out)
+}
+
+pub async fn cancel(url: &str, sweep_id: &str) -> Result<String, OperatorError> {
+    let mut client = connect(url).await?;
+    let s = client
+        .cancel_sweep(v1::CancelSweepRequest {
+            sweep_id: sweep_id.to_string(),
+        })
+        .await?
+        .into_inner()
+        .sweep
+        .unwrap_or_default();
+    Ok(format!("sweep {} is {}\n", s.sweep_id, s.state))
+}
+
+/// Whether the final state of a sweep should make the command fail.
+pub fn sweep_failed(event: &v1::SweepEvent) -> bool {
+    event
+        .sweep
+        .as_ref()
+        .is_none_or(|s| s.state != "completed" || s.hosts_failed > 0)
+}

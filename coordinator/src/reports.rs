@@ -1,0 +1,158 @@
+//! When a sweep ends: every host's per-machine report (the same format as the
+//! standalone `fleetbench-agent bench`) and the fleet report, written under
+//! `<data>/reports/<sweep id>/`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use fleetbench_common::report::{
+    FleetReport, HostOutcome, ReportError, safe_file_stem, write_fleet_reports,
+    write_machine_reports,
+};
+use fleetbench_common::{
+    DeviceDescription, HostInventory, MachineReport, ModelInfo, PointResult, RunEnvironment,
+    SweepSpec,
+};
+use thiserror::Error;
+
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, Error)]
+pub enum ReportsError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    #[error("sweep '{0}' not found")]
+    NotFound(String),
+    #[error("stored record is unreadable: {0}")]
+    Corrupt(String),
+}
+
+fn parse<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> Result<T, ReportsError> {
+    serde_json::from_str(json).map_err(|e| ReportsError::Corrupt(format!("{what}: {e}")))
+}
+
+/// Builds the machine reports and the fleet report of a sweep from the store.
+pub fn build_sweep_reports(
+    store: &Store,
+    sweep_id: &str,
+) -> Result<(Vec<MachineReport>, FleetReport), ReportsError> {
+    let sweep = store
+        .sweep(sweep_id)?
+        .ok_or_else(|| ReportsError::NotFound(sweep_id.to_string()))?;
+    let spec: SweepSpec = parse(&sweep.spec_json, "sweep spec")?;
+    let hosts = store.sweep_hosts(sweep_id)?;
+    let agents = store.agents()?;
+    let results = store.results(sweep_id)?;
+
+    // (host, device) -> its results, in the spec's batch order.
+    let mut groups: BTreeMap<(String, String), Vec<&crate::store::ResultRow>> = BTreeMap::new();
+    for r in &results {
+        groups
+            .entry((r.host.clone(), r.device_id.clone()))
+            .or_default()
+            .push(r);
+    }
+    let generated_at = fleetbench_common::time::now_rfc3339();
+    let mut machines = Vec::new();
+    for ((host, _device), rows) in &groups {
+        let Some(last) = rows.last() else { continue };
+        let device: DeviceDescription = parse(&last.device_json, "device")?;
+        let model: ModelInfo = parse(&last.model_json, "model")?;
+        let environment: RunEnvironment = parse(&last.environment_json, "environment")?;
+        let mut points: Vec<PointResult> = rows
+            .iter()
+            .map(|r| parse(&r.point_json, "point"))
+            .collect::<Result<_, _>>()?;
+        points.sort_by_key(|p| {
+            spec.batch_sizes
+                .iter()
+                .position(|b| *b == p.batch_size)
+                .unwrap_or(usize::MAX)
+        });
+        let mut inventory: HostInventory = agents
+            .iter()
+            .find(|a| &a.name == host)
+            .and_then(|a| serde_json::from_str(&a.inventory_json).ok())
+            .unwrap_or_default();
+        inventory.hostname = host.clone();
+        let outcome = hosts.iter().find(|h| &h.host == host);
+        let mut notes: Vec<String> = outcome.map(|h| h.notes.clone()).unwrap_or_default();
+        if let Some(h) = outcome.filter(|h| h.state != "completed") {
+            notes.push(format!(
+                "this host's part of the sweep ended as {}{}: the report shows the points received before that",
+                h.state,
+                h.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+            ));
+        }
+        let missing: Vec<String> = spec
+            .batch_sizes
+            .iter()
+            .filter(|b| !points.iter().any(|p| p.batch_size == **b))
+            .map(|b| b.to_string())
+            .collect();
+        if !missing.is_empty() {
+            notes.push(format!(
+                "batch sizes without a result: {}",
+                missing.join(", ")
+            ));
+        }
+        machines.push(MachineReport {
+            generated_at: generated_at.clone(),
+            host: inventory,
+            device,
+            model,
+            spec: spec.clone(),
+            points,
+            environment,
+            notes,
+        });
+    }
+    let outcomes: Vec<HostOutcome> = hosts
+        .iter()
+        .map(|h| HostOutcome {
+            host: h.host.clone(),
+            status: h.state.clone(),
+            error: h.error.clone(),
+            simulated: h.simulated,
+        })
+        .collect();
+    let fleet = FleetReport::build(
+        sweep_id,
+        &sweep.state,
+        &spec,
+        &machines,
+        &outcomes,
+        generated_at,
+    );
+    Ok((machines, fleet))
+}
+
+/// Writes every report of a sweep; returns the directory.
+pub fn write_sweep_reports(
+    store: &Store,
+    data_dir: &Path,
+    sweep_id: &str,
+) -> Result<PathBuf, ReportsError> {
+    let dir = data_dir.join("reports").join(safe_file_stem(sweep_id));
+    let (machines, fleet) = build_sweep_reports(store, sweep_id)?;
+    let mut per_host: BTreeMap<&str, usize> = BTreeMap::new();
+    for m in &machines {
+        *per_host.entry(m.host.hostname.as_str()).or_default() += 1;
+    }
+    for m in &machines {
+        let stem = if per_host.get(m.host.hostname.as_str()).copied().unwrap_or(0) > 1 {
+            format!(
+                "{}-{}",
+                safe_file_stem(&m.host.hostname),
+                m.device.file_stem()
+            )
+        } else {
+            safe_file_stem(&m.host.hostname)
+        };
+        write_machine_reports(&dir, &stem, m)?;
+    }
+    write_fleet_reports(&dir, &fleet)?;
+    Ok(dir)
+}

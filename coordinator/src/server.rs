@@ -1,0 +1,332 @@
+//! The gRPC services: the agents' session, the operators' control API, the
+//! standard health service and reflection, on one listener.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleetbench_common::HostInventory;
+use fleetbench_proto::v1::agent_session_server::{AgentSession, AgentSessionServer};
+use fleetbench_proto::v1::control_server::{Control, ControlServer};
+use fleetbench_proto::v1::{self, agent_message, coordinator_message};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::sweeps::{Coordinator, SweepError, SweepView};
+
+/// Largest accepted message. Results are a few kB; this leaves room for
+/// long `--min-seconds` runs (100,000 iterations of 8 bytes) and no more.
+pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl From<SweepError> for Status {
+    fn from(e: SweepError) -> Status {
+        match &e {
+            SweepError::NotFound(_) => Status::not_found(e.to_string()),
+            SweepError::Invalid(_) => Status::invalid_argument(e.to_string()),
+            SweepError::NoHosts(_) => Status::failed_precondition(e.to_string()),
+            SweepError::Store(_) => Status::internal(e.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionService {
+    coordinator: Arc<Coordinator>,
+}
+
+fn valid_agent_name(name: &str) -> Result<(), Status> {
+    if name.trim().is_empty() || name.len() > 253 || name.chars().any(|c| c.is_control()) {
+        return Err(Status::invalid_argument(format!(
+            "agent name '{}' is not valid: use 1 to 253 printable characters (--name)",
+            name.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl AgentSession for SessionService {
+    type SessionStream = ReceiverStream<Result<v1::CoordinatorMessage, Status>>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<v1::AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let peer = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Hello within 10 s of opening the session"))??
+            .ok_or_else(|| Status::invalid_argument("the session closed before Hello"))?;
+        let Some(agent_message::Body::Hello(hello)) = first.body else {
+            return Err(Status::invalid_argument(
+                "the first message of a session must be Hello",
+            ));
+        };
+        let ours = self.coordinator.config.protocol_version;
+        if hello.protocol_version != ours {
+            tracing::warn!(%peer, agent = %hello.agent_name, theirs = hello.protocol_version, ours, "refused an agent speaking another protocol version");
+            return Err(Status::failed_precondition(format!(
+                "protocol version {} is not supported: this coordinator speaks version {ours}; run the same fleetbench release on agents and coordinator",
+                hello.protocol_version
+            )));
+        }
+        valid_agent_name(&hello.agent_name)?;
+        let name = hello.agent_name.clone();
+        let mut inventory: HostInventory = hello.inventory.map(Into::into).unwrap_or_default();
+        inventory.hostname = name.clone();
+
+        let (tx, rx) = mpsc::channel(1024);
+        let coordinator = self.coordinator.clone();
+        let session_id =
+            coordinator
+                .fleet
+                .connect(&name, tx.clone(), fleetbench_common::time::now_unix_ms());
+        // Welcome goes first on the channel, before any RunSweep the
+        // registration below may queue for this agent.
+        let _ = tx.send(Ok(coordinator.welcome())).await;
+        coordinator
+            .agent_registered(&name, &hello.agent_version, &inventory)
+            .map_err(|e| Status::internal(format!("could not register the agent: {e}")))?;
+        tracing::info!(agent = %name, %peer, gpus = inventory.gpus.len(), simulated = inventory.simulated, "agent connected");
+
+        tokio::spawn(async move {
+            let timeout = coordinator.config.heartbeat_timeout;
+            let why = loop {
+                let msg = match tokio::time::timeout(timeout, inbound.message()).await {
+                    Err(_) => break format!("no heartbeat for {timeout:?}"),
+                    Ok(Err(status)) => break format!("stream error: {}", status.message()),
+                    Ok(Ok(None)) => break "session closed by the agent".to_string(),
+                    Ok(Ok(Some(m))) => m,
+                };
+                if !coordinator.fleet.is_current(&name, session_id) {
+                    break "replaced by a newer session".to_string();
+                }
+                match msg.body {
+                    Some(agent_message::Body::Heartbeat(hb)) => {
+                        coordinator.agent_seen(&name, session_id, Some(&hb))
+                    }
+                    Some(agent_message::Body::Progress(p)) => {
+                        coordinator.agent_seen(&name, session_id, None);
+                        coordinator.agent_progress(&name, session_id, &p);
+                    }
+                    Some(agent_message::Body::Result(r)) => {
+                        coordinator.agent_seen(&name, session_id, None);
+                        if let Some(ack) = coordinator.result_received(&name, r) {
+                            let _ = tx.send(Ok(ack_msg(ack))).await;
+                        }
+                    }
+                    Some(agent_message::Body::Finished(f)) => {
+                        coordinator.agent_seen(&name, session_id, None);
+                        match coordinator.sweep_finished(&name, &f) {
+                            Ok(()) => {
+                                let _ = tx
+                                    .send(Ok(ack_msg(v1::Ack {
+                                        seq: f.seq,
+                                        accepted: true,
+                                        reason: String::new(),
+                                    })))
+                                    .await;
+                            }
+                            Err(e) => {
+                                tracing::error!(agent = %name, error = %e, "could not record a finished sweep; the agent will resend it")
+                            }
+                        }
+                    }
+                    Some(agent_message::Body::Hello(_)) | None => {
+                        tracing::warn!(agent = %name, "ignored an unexpected message on an open session");
+                    }
+                }
+            };
+            if coordinator.fleet.disconnect(&name, session_id) {
+                tracing::warn!(agent = %name, %why, "agent disconnected");
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+fn ack_msg(ack: v1::Ack) -> v1::CoordinatorMessage {
+    v1::CoordinatorMessage {
+        body: Some(coordinator_message::Body::Ack(ack)),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ControlService {
+    coordinator: Arc<Coordinator>,
+}
+
+impl ControlService {
+    fn event(view: SweepView, message: String) -> v1::SweepEvent {
+        v1::SweepEvent {
+            sweep: Some(view.summary),
+            hosts: view.hosts,
+            message,
+        }
+    }
+}
+
+type WatchStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<v1::SweepEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Control for ControlService {
+    async fn list_agents(
+        &self,
+        _: Request<v1::ListAgentsRequest>,
+    ) -> Result<Response<v1::ListAgentsResponse>, Status> {
+        Ok(Response::new(v1::ListAgentsResponse {
+            agents: self.coordinator.list_agents()?,
+        }))
+    }
+
+    async fn start_sweep(
+        &self,
+        request: Request<v1::StartSweepRequest>,
+    ) -> Result<Response<v1::StartSweepResponse>, Status> {
+        let (sweep_id, hosts) = self.coordinator.start_sweep(request.into_inner())?;
+        Ok(Response::new(v1::StartSweepResponse { sweep_id, hosts }))
+    }
+
+    type WatchSweepStream = WatchStream;
+
+    async fn watch_sweep(
+        &self,
+        request: Request<v1::WatchSweepRequest>,
+    ) -> Result<Response<Self::WatchSweepStream>, Status> {
+        let id = request.into_inner().sweep_id;
+        let coordinator = self.coordinator.clone();
+        let first = coordinator.view(&id)?;
+        let mut changes = coordinator.subscribe();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            let mut view = first;
+            let mut refresh = tokio::time::interval(Duration::from_secs(1));
+            let mut ended_since: Option<tokio::time::Instant> = None;
+            loop {
+                let over = view.summary.state != "running";
+                let reports_ready = !view.summary.reports_dir.is_empty();
+                if tx.send(Ok(Self::event(view, String::new()))).await.is_err() {
+                    return;
+                }
+                if over {
+                    let since = *ended_since.get_or_insert_with(tokio::time::Instant::now);
+                    // The reports are written just after the sweep ends; wait
+                    // a little for them, but never forever.
+                    if reports_ready || since.elapsed() > Duration::from_secs(10) {
+                        return;
+                    }
+                }
+                loop {
+                    tokio::select! {
+                        changed = changes.recv() => match changed {
+                            Ok(changed) if changed != id => continue,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                            _ => break,
+                        },
+                        _ = refresh.tick() => break,
+                    }
+                }
+                view = match coordinator.view(&id) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::from(e))).await;
+                        return;
+                    }
+                };
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_sweep(
+        &self,
+        request: Request<v1::GetSweepRequest>,
+    ) -> Result<Response<v1::SweepDetail>, Status> {
+        let id = request.into_inner().sweep_id;
+        let view = self.coordinator.view(&id)?;
+        let results = self.coordinator.results(&id)?;
+        Ok(Response::new(v1::SweepDetail {
+            sweep: Some(view.summary),
+            hosts: view.hosts,
+            results,
+        }))
+    }
+
+    async fn list_sweeps(
+        &self,
+        request: Request<v1::ListSweepsRequest>,
+    ) -> Result<Response<v1::ListSweepsResponse>, Status> {
+        let sweeps = self.coordinator.list_sweeps(request.into_inner().limit)?;
+        Ok(Response::new(v1::ListSweepsResponse { sweeps }))
+    }
+
+    async fn cancel_sweep(
+        &self,
+        request: Request<v1::CancelSweepRequest>,
+    ) -> Result<Response<v1::CancelSweepResponse>, Status> {
+        let view = self
+            .coordinator
+            .cancel_sweep(&request.into_inner().sweep_id)?;
+        Ok(Response::new(v1::CancelSweepResponse {
+            sweep: Some(view.summary),
+        }))
+    }
+}
+
+/// Serves every service on `listener` until `shutdown` completes; also runs
+/// the deadline checker.
+pub async fn serve(
+    coordinator: Arc<Coordinator>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<ControlServer<ControlService>>()
+        .await;
+    health_reporter
+        .set_serving::<AgentSessionServer<SessionService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(fleetbench_proto::v1::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let ticker = {
+        let coordinator = coordinator.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                if let Err(e) = coordinator.check_deadlines() {
+                    tracing::error!(error = %e, "deadline check failed");
+                }
+            }
+        })
+    };
+    let session = AgentSessionServer::new(SessionService {
+        coordinator: coordinator.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let control = ControlServer::new(ControlService {
+        coordinator: coordinator.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let result = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(session)
+        .add_service(control)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    ticker.abort();
+    result.map_err(Into::into)
+}

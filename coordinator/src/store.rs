@@ -1,0 +1,558 @@
+//! The coordinator's embedded store: SQLite in the data directory.
+//!
+//! Durability is the point: a result is acknowledged to its agent only after
+//! the transaction that holds it has committed with `synchronous=FULL`, so an
+//! acknowledged result survives a crash of the coordinator or of the machine.
+//! Results are keyed by (sweep, host, device, batch size) and inserted with
+//! `INSERT OR IGNORE`: the agent's re-sends after a reconnect are harmless.
+//!
+//! The schema evolves through numbered migrations recorded in
+//! `PRAGMA user_version`, from the first release on.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(
+        "the database at {path} was written by a newer fleetbench (schema {found}, this one knows {known}): upgrade the coordinator"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    #[error("corrupt record in the store: {0}")]
+    Corrupt(String),
+}
+
+/// Each entry moves the schema one version up. Never edit a released entry:
+/// add a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: the first release.
+    "CREATE TABLE agents (
+        name TEXT PRIMARY KEY,
+        agent_version TEXT NOT NULL,
+        inventory_json TEXT NOT NULL,
+        simulated INTEGER NOT NULL,
+        first_seen_ms INTEGER NOT NULL,
+        last_seen_ms INTEGER NOT NULL
+    );
+    CREATE TABLE sweeps (
+        id TEXT PRIMARY KEY,
+        spec_json TEXT NOT NULL,
+        state TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        ended_ms INTEGER,
+        reports_dir TEXT
+    );
+    CREATE TABLE sweep_hosts (
+        sweep_id TEXT NOT NULL REFERENCES sweeps(id),
+        host TEXT NOT NULL,
+        state TEXT NOT NULL,
+        error TEXT,
+        notes_json TEXT NOT NULL DEFAULT '[]',
+        simulated INTEGER NOT NULL,
+        deadline_ms INTEGER NOT NULL,
+        ended_ms INTEGER,
+        PRIMARY KEY (sweep_id, host)
+    );
+    CREATE TABLE results (
+        sweep_id TEXT NOT NULL REFERENCES sweeps(id),
+        host TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        batch_size INTEGER NOT NULL,
+        device_json TEXT NOT NULL,
+        model_json TEXT NOT NULL,
+        environment_json TEXT NOT NULL,
+        point_json TEXT NOT NULL,
+        agent_seq INTEGER NOT NULL,
+        received_ms INTEGER NOT NULL,
+        PRIMARY KEY (sweep_id, host, device_id, batch_size)
+    );
+    CREATE INDEX sweeps_by_state ON sweeps(state);",
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentRow {
+    pub name: String,
+    pub agent_version: String,
+    pub inventory_json: String,
+    pub simulated: bool,
+    pub last_seen_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepRow {
+    pub id: String,
+    pub spec_json: String,
+    pub state: String,
+    pub created_ms: i64,
+    pub ended_ms: Option<i64>,
+    pub reports_dir: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepHostRow {
+    pub host: String,
+    pub state: String,
+    pub error: Option<String>,
+    pub notes: Vec<String>,
+    pub simulated: bool,
+    pub deadline_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultRow {
+    pub host: String,
+    pub device_id: String,
+    pub batch_size: i64,
+    pub device_json: String,
+    pub model_json: String,
+    pub environment_json: String,
+    pub point_json: String,
+    pub received_ms: i64,
+}
+
+/// A new result, as the session hands it over.
+#[derive(Debug, Clone)]
+pub struct NewResult<'a> {
+    pub sweep_id: &'a str,
+    pub host: &'a str,
+    pub device_id: &'a str,
+    pub batch_size: i64,
+    pub device_json: String,
+    pub model_json: String,
+    pub environment_json: String,
+    pub point_json: String,
+    pub agent_seq: u64,
+    pub received_ms: i64,
+}
+
+/// Whether a result was new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    New,
+    Duplicate,
+    /// The sweep does not exist or does not include this host.
+    UnknownSweep,
+}
+
+/// The store. One connection behind a mutex: SQLite serialises writers anyway,
+/// and every statement here is short.
+#[derive(Debug)]
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+pub const TERMINAL_HOST_STATES: &[&str] = &["completed", "failed", "cancelled"];
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path)?;
+        Self::init(conn, &path.display().to_string())
+    }
+
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        Self::init(Connection::open_in_memory()?, ":memory:")
+    }
+
+    fn init(conn: Connection, path: &str) -> Result<Store, StoreError> {
+        // WAL lets readers (reports, the control API) run beside the writer;
+        // FULL makes each commit durable before we acknowledge anything.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew {
+                path: path.to_string(),
+                found: version,
+                known,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        // A panic while holding the lock leaves the connection itself intact.
+        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(f(&mut guard)?)
+    }
+
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.with(|c| c.pragma_query_value(None, "user_version", |r| r.get(0)))
+    }
+
+    pub fn upsert_agent(
+        &self,
+        name: &str,
+        version: &str,
+        inventory_json: &str,
+        simulated: bool,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO agents (name, agent_version, inventory_json, simulated, first_seen_ms, last_seen_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+                 ON CONFLICT(name) DO UPDATE SET agent_version = ?2, inventory_json = ?3, simulated = ?4, last_seen_ms = ?5",
+                params![name, version, inventory_json, simulated, now],
+            )
+        })?;
+        Ok(())
+    }
+
+    pub fn touch_agent(&self, name: &str, now: i64) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE agents SET last_seen_ms = ?2 WHERE name = ?1",
+                params![name, now],
+            )
+        })?;
+        Ok(())
+    }
+
+    pub fn agents(&self) -> Result<Vec<AgentRow>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT name, agent_version, inventory_json, simulated, last_seen_ms FROM agents ORDER BY name")?;
+            let rows = st.query_map([], |r| {
+                Ok(AgentRow {
+                    name: r.get(0)?,
+                    agent_version: r.get(1)?,
+                    inventory_json: r.get(2)?,
+                    simulated: r.get(3)?,
+                    last_seen_ms: r.get(4)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    pub fn agent(&self, name: &str) -> Result<Option<AgentRow>, StoreError> {
+        Ok(self.agents()?.into_iter().find(|a| a.name == name))
+    }
+
+    /// Creates a running sweep with its hosts, all in one transaction.
+    pub fn create_sweep(
+        &self,
+        id: &str,
+        spec_json: &str,
+        now: i64,
+        hosts: &[(String, bool, i64)],
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO sweeps (id, spec_json, state, created_ms) VALUES (?1, ?2, 'running', ?3)",
+                params![id, spec_json, now],
+            )?;
+            for (host, simulated, deadline) in hosts {
+                tx.execute(
+                    "INSERT INTO sweep_hosts (sweep_id, host, state, simulated, deadline_ms) VALUES (?1, ?2, 'running', ?3, ?4)",
+                    params![id, host, simulated, deadline],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    pub fn sweep(&self, id: &str) -> Result<Option<SweepRow>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT id, spec_json, state, created_ms, ended_ms, reports_dir FROM sweeps WHERE id = ?1",
+                params![id],
+                sweep_row,
+            )
+            .optional()
+        })
+    }
+
+    /// Newest first.
+    pub fn sweeps(&self, limit: u32) -> Result<Vec<SweepRow>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, spec_json, state, created_ms, ended_ms, reports_dir FROM sweeps ORDER BY created_ms DESC, id DESC LIMIT ?1",
+            )?;
+            let rows = st.query_map(params![limit], sweep_row)?;
+            rows.collect()
+        })
+    }
+
+    pub fn running_sweeps(&self) -> Result<Vec<SweepRow>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, spec_json, state, created_ms, ended_ms, reports_dir FROM sweeps WHERE state = 'running' ORDER BY created_ms",
+            )?;
+            let rows = st.query_map([], sweep_row)?;
+            rows.collect()
+        })
+    }
+
+    pub fn sweep_hosts(&self, id: &str) -> Result<Vec<SweepHostRow>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT host, state, error, notes_json, simulated, deadline_ms FROM sweep_hosts WHERE sweep_id = ?1 ORDER BY host",
+            )?;
+            let rows = st.query_map(params![id], |r| {
+                let notes: String = r.get(3)?;
+                Ok(SweepHostRow {
+                    host: r.get(0)?,
+                    state: r.get(1)?,
+                    error: r.get(2)?,
+                    notes: serde_json::from_str(&notes).unwrap_or_default(),
+                    simulated: r.get(4)?,
+                    deadline_ms: r.get(5)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Moves a host to a terminal state unless it is in one already (the
+    /// first verdict stands: a late "finished" cannot undo a missed deadline).
+    /// Returns whether it changed.
+    pub fn finish_host(
+        &self,
+        sweep: &str,
+        host: &str,
+        state: &str,
+        error: Option<&str>,
+        notes: &[String],
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let notes_json = serde_json::to_string(notes).unwrap_or_else(|_| "[]".into());
+        let n = self.with(|c| {
+            c.execute(
+                "UPDATE sweep_hosts SET state = ?3, error = ?4, notes_json = ?5, ended_ms = ?6
+                 WHERE sweep_id = ?1 AND host = ?2 AND state NOT IN ('completed', 'failed', 'cancelled')",
+                params![sweep, host, state, error, notes_json, now],
+            )
+        })?;
+        Ok(n > 0)
+    }
+
+    pub fn end_sweep(&self, id: &str, state: &str, now: i64) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE sweeps SET state = ?2, ended_ms = ?3 WHERE id = ?1",
+                params![id, state, now],
+            )
+        })?;
+        Ok(())
+    }
+
+    pub fn set_reports_dir(&self, id: &str, dir: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE sweeps SET reports_dir = ?2 WHERE id = ?1",
+                params![id, dir],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Stores a result once; the commit is durable when this returns.
+    pub fn insert_result(&self, r: &NewResult<'_>) -> Result<Inserted, StoreError> {
+        self.with(|c| {
+            let known: Option<i64> = c
+                .query_row(
+                    "SELECT 1 FROM sweep_hosts WHERE sweep_id = ?1 AND host = ?2",
+                    params![r.sweep_id, r.host],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if known.is_none() {
+                return Ok(Inserted::UnknownSweep);
+            }
+            let n = c.execute(
+                "INSERT OR IGNORE INTO results (sweep_id, host, device_id, batch_size, device_json, model_json,
+                     environment_json, point_json, agent_seq, received_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    r.sweep_id,
+                    r.host,
+                    r.device_id,
+                    r.batch_size,
+                    r.device_json,
+                    r.model_json,
+                    r.environment_json,
+                    r.point_json,
+                    r.agent_seq as i64,
+                    r.received_ms
+                ],
+            )?;
+            Ok(if n == 1 { Inserted::New } else { Inserted::Duplicate })
+        })
+    }
+
+    pub fn results(&self, sweep: &str) -> Result<Vec<ResultRow>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT host, device_id, batch_size, device_json, model_json, environment_json, point_json, received_ms
+                 FROM results WHERE sweep_id = ?1 ORDER BY host, device_id, received_ms",
+            )?;
+            let rows = st.query_map(params![sweep], |r| {
+                Ok(ResultRow {
+                    host: r.get(0)?,
+                    device_id: r.get(1)?,
+                    batch_size: r.get(2)?,
+                    device_json: r.get(3)?,
+                    model_json: r.get(4)?,
+                    environment_json: r.get(5)?,
+                    point_json: r.get(6)?,
+                    received_ms: r.get(7)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// (device, batch size) of every stored result of one host in a sweep.
+    pub fn completed_points(
+        &self,
+        sweep: &str,
+        host: &str,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT device_id, batch_size FROM results WHERE sweep_id = ?1 AND host = ?2",
+            )?;
+            let rows = st.query_map(params![sweep, host], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+    }
+
+    pub fn count_results(&self, sweep: &str, host: &str) -> Result<i64, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM results WHERE sweep_id = ?1 AND host = ?2",
+                params![sweep, host],
+                |r| r.get(0),
+            )
+        })
+    }
+}
+
+fn sweep_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SweepRow> {
+    Ok(SweepRow {
+        id: r.get(0)?,
+        spec_json: r.get(1)?,
+        state: r.get(2)?,
+        created_ms: r.get(3)?,
+        ended_ms: r.get(4)?,
+        reports_dir: r.get(5)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result<'a>(sweep: &'a str, host: &'a str, batch: i64) -> NewResult<'a> {
+        NewResult {
+            sweep_id: sweep,
+            host,
+            device_id: "cpu",
+            batch_size: batch,
+            device_json: "{}".into(),
+            model_json: "{}".into(),
+            environment_json: "{}".into(),
+            point_json: "{}".into(),
+            agent_seq: 1,
+            received_ms: 0,
+        }
+    }
+
+    #[test]
+    fn results_are_stored_once_and_only_for_known_sweeps() {
+        let store = Store::open_in_memory().expect("open");
+        assert_eq!(
+            store.schema_version().expect("version"),
+            MIGRATIONS.len() as i64
+        );
+        store
+            .create_sweep("s1", "{}", 1, &[("a".into(), false, 100)])
+            .expect("create");
+        assert_eq!(
+            store.insert_result(&result("s1", "a", 8)).expect("insert"),
+            Inserted::New
+        );
+        assert_eq!(
+            store.insert_result(&result("s1", "a", 8)).expect("insert"),
+            Inserted::Duplicate
+        );
+        assert_eq!(
+            store.insert_result(&result("s1", "b", 8)).expect("insert"),
+            Inserted::UnknownSweep
+        );
+        assert_eq!(
+            store
+                .insert_result(&result("nope", "a", 8))
+                .expect("insert"),
+            Inserted::UnknownSweep
+        );
+        assert_eq!(store.count_results("s1", "a").expect("count"), 1);
+        assert_eq!(
+            store.completed_points("s1", "a").expect("points"),
+            vec![("cpu".to_string(), 8)]
+        );
+    }
+
+    #[test]
+    fn the_first_terminal_verdict_stands() {
+        let store = Store::open_in_memory().expect("open");
+        store
+            .create_sweep("s1", "{}", 1, &[("a".into(), false, 100)])
+            .expect("create");
+        assert!(
+            store
+                .finish_host("s1", "a", "failed", Some("missed its deadline"), &[], 2)
+                .expect("finish")
+        );
+        assert!(
+            !store
+                .finish_host("s1", "a", "completed", None, &[], 3)
+                .expect("finish")
+        );
+        assert_eq!(store.sweep_hosts("s1").expect("hosts")[0].state, "failed");
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("fleetbench.db");
+        {
+            let store = Store::open(&path).expect("open");
+            store
+                .upsert_agent("a", "0.1.0", "{}", false, 5)
+                .expect("agent");
+        }
+        let store = Store::open(&path).expect("reopen");
+        assert_eq!(store.agents().expect("agents").len(), 1);
+        drop(store);
+        let conn = Connection::open(&path).expect("raw");
+        conn.pragma_update(None, "user_version", 99).expect("bump");
+        drop(conn);
+        let err = Store::open(&path).expect_err("too new");
+        assert!(err.to_string().contains("newer fleetbench"), "{err}");
+    }
+}

@@ -1,0 +1,397 @@
+//! Conversions between wire messages and the shared types of
+//! `fleetbench-common`. Wire → Rust is fallible: every message from the network
+//! is validated here, so the rest of the code works with checked values.
+
+use fleetbench_common as c;
+use fleetbench_common::stats::LatencySummary;
+use thiserror::Error;
+
+use crate::v1;
+
+/// A message that decoded but does not make sense.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum ConvertError {
+    #[error("message field '{0}' is missing")]
+    Missing(&'static str),
+    #[error("invalid sweep spec: {0}")]
+    Spec(#[from] c::SpecError),
+    #[error("message field '{field}' has an invalid value '{value}'")]
+    Invalid { field: &'static str, value: String },
+}
+
+fn invalid(field: &'static str, value: impl Into<String>) -> ConvertError {
+    ConvertError::Invalid {
+        field,
+        value: value.into(),
+    }
+}
+
+impl From<&c::GpuInfo> for v1::GpuInfo {
+    fn from(g: &c::GpuInfo) -> Self {
+        v1::GpuInfo {
+            index: g.index,
+            name: g.name.clone(),
+            uuid: g.uuid.clone(),
+            memory_total_bytes: g.memory_total_bytes,
+            driver_version: g.driver_version.clone(),
+            cuda_version: g.cuda_version.clone(),
+            pcie_generation: g.pcie_generation,
+            pcie_width: g.pcie_width,
+            power_limit_watts: g.power_limit_watts,
+        }
+    }
+}
+
+impl From<v1::GpuInfo> for c::GpuInfo {
+    fn from(g: v1::GpuInfo) -> Self {
+        c::GpuInfo {
+            index: g.index,
+            name: g.name,
+            uuid: g.uuid,
+            memory_total_bytes: g.memory_total_bytes,
+            driver_version: g.driver_version,
+            cuda_version: g.cuda_version,
+            pcie_generation: g.pcie_generation,
+            pcie_width: g.pcie_width,
+            power_limit_watts: g.power_limit_watts,
+        }
+    }
+}
+
+impl From<&c::HostInventory> for v1::HostInventory {
+    fn from(h: &c::HostInventory) -> Self {
+        v1::HostInventory {
+            hostname: h.hostname.clone(),
+            os: h.os.clone(),
+            kernel: h.kernel.clone(),
+            cpu_model: h.cpu_model.clone(),
+            cpu_logical_cores: h.cpu_logical_cores,
+            cpu_physical_cores: h.cpu_physical_cores,
+            memory_bytes: h.memory_bytes,
+            gpus: h.gpus.iter().map(Into::into).collect(),
+            gpu_note: h.gpu_note.clone(),
+            simulated: h.simulated,
+        }
+    }
+}
+
+impl From<v1::HostInventory> for c::HostInventory {
+    fn from(h: v1::HostInventory) -> Self {
+        c::HostInventory {
+            hostname: h.hostname,
+            os: h.os,
+            kernel: h.kernel,
+            cpu_model: h.cpu_model,
+            cpu_logical_cores: h.cpu_logical_cores,
+            cpu_physical_cores: h.cpu_physical_cores,
+            memory_bytes: h.memory_bytes,
+            gpus: h.gpus.into_iter().map(Into::into).collect(),
+            gpu_note: h.gpu_note,
+            simulated: h.simulated,
+        }
+    }
+}
+
+impl From<&c::SweepSpec> for v1::SweepSpec {
+    fn from(s: &c::SweepSpec) -> Self {
+        v1::SweepSpec {
+            model: s.model.clone(),
+            weights: s.weights.to_string(),
+            engine: s.engine.to_string(),
+            device: s.device.to_string(),
+            dtype: s.dtype.to_string(),
+            batch_sizes: s.batch_sizes.iter().map(|&b| b as u32).collect(),
+            seq_len: s.seq_len as u32,
+            warmup: s.warmup,
+            iterations: s.iterations,
+            min_seconds: s.min_seconds,
+        }
+    }
+}
+
+impl TryFrom<v1::SweepSpec> for c::SweepSpec {
+    type Error = ConvertError;
+    fn try_from(s: v1::SweepSpec) -> Result<Self, ConvertError> {
+        let spec = c::SweepSpec {
+            model: s.model,
+            weights: s.weights.parse()?,
+            engine: s.engine.parse()?,
+            device: s.device.parse()?,
+            dtype: s.dtype.parse()?,
+            batch_sizes: s.batch_sizes.into_iter().map(|b| b as usize).collect(),
+            seq_len: s.seq_len as usize,
+            warmup: s.warmup,
+            iterations: s.iterations,
+            min_seconds: s.min_seconds,
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+}
+
+impl From<&c::DeviceDescription> for v1::DeviceDescription {
+    fn from(d: &c::DeviceDescription) -> Self {
+        v1::DeviceDescription {
+            id: d.id.clone(),
+            kind: match d.kind {
+                c::DeviceKind::Cpu => "cpu".into(),
+                c::DeviceKind::Cuda => "cuda".into(),
+            },
+            name: d.name.clone(),
+            simulated: d.simulated,
+        }
+    }
+}
+
+impl TryFrom<v1::DeviceDescription> for c::DeviceDescription {
+    type Error = ConvertError;
+    fn try_from(d: v1::DeviceDescription) -> Result<Self, ConvertError> {
+        let kind = match d.kind.as_str() {
+            "cpu" => c::DeviceKind::Cpu,
+            "cuda" => c::DeviceKind::Cuda,
+            other => return Err(invalid("device.kind", other)),
+        };
+        let id_ok = d.id == "cpu"
+            || d.id
+                .strip_prefix("cuda:")
+                .is_some_and(|n| n.parse::<u32>().is_ok());
+        if !id_ok {
+            return Err(invalid("device.id", d.id));
+        }
+        Ok(c::DeviceDescription {
+            id: d.id,
+            kind,
+            name: d.name,
+            simulated: d.simulated,
+        })
+    }
+}
+
+impl From<&c::ModelInfo> for v1::ModelInfo {
+    fn from(m: &c::ModelInfo) -> Self {
+        v1::ModelInfo {
+            name: m.name.clone(),
+            weights_json: serde_json::to_string(&m.weights).unwrap_or_default(),
+            hidden_size: m.hidden_size as u32,
+            layers: m.layers as u32,
+            heads: m.heads as u32,
+            intermediate_size: m.intermediate_size as u32,
+            vocab_size: m.vocab_size as u32,
+            max_positions: m.max_positions as u32,
+            parameters: m.parameters,
+            dtype: m.dtype.to_string(),
+            engine: m.engine.to_string(),
+        }
+    }
+}
+
+impl TryFrom<v1::ModelInfo> for c::ModelInfo {
+    type Error = ConvertError;
+    fn try_from(m: v1::ModelInfo) -> Result<Self, ConvertError> {
+        Ok(c::ModelInfo {
+            name: m.name,
+            weights: serde_json::from_str(&m.weights_json)
+                .map_err(|_| invalid("model.weights_json", m.weights_json))?,
+            hidden_size: m.hidden_size as usize,
+            layers: m.layers as usize,
+            heads: m.heads as usize,
+            intermediate_size: m.intermediate_size as usize,
+            vocab_size: m.vocab_size as usize,
+            max_positions: m.max_positions as usize,
+            parameters: m.parameters,
+            dtype: m.dtype.parse()?,
+            engine: m.engine.parse()?,
+        })
+    }
+}
+
+impl From<&c::RunEnvironment> for v1::RunEnvironment {
+    fn from(e: &c::RunEnvironment) -> Self {
+        v1::RunEnvironment {
+            agent_version: e.agent_version.clone(),
+            candle_version: e.candle_version.clone(),
+            threads: e.threads.map(|t| t as u32),
+            build_features: e.build_features.clone(),
+            notes: Vec::new(),
+        }
+    }
+}
+
+impl From<v1::RunEnvironment> for c::RunEnvironment {
+    fn from(e: v1::RunEnvironment) -> Self {
+        c::RunEnvironment {
+            agent_version: e.agent_version,
+            candle_version: e.candle_version,
+            threads: e.threads.map(|t| t as usize),
+            build_features: e.build_features,
+        }
+    }
+}
+
+impl From<&LatencySummary> for v1::LatencySummary {
+    fn from(l: &LatencySummary) -> Self {
+        v1::LatencySummary {
+            mean_ms: l.mean_ms,
+            p50_ms: l.p50_ms,
+            p90_ms: l.p90_ms,
+            p99_ms: l.p99_ms,
+            min_ms: l.min_ms,
+            max_ms: l.max_ms,
+            std_ms: l.std_ms,
+            cv: l.cv,
+        }
+    }
+}
+
+impl From<v1::LatencySummary> for LatencySummary {
+    fn from(l: v1::LatencySummary) -> Self {
+        LatencySummary {
+            mean_ms: l.mean_ms,
+            p50_ms: l.p50_ms,
+            p90_ms: l.p90_ms,
+            p99_ms: l.p99_ms,
+            min_ms: l.min_ms,
+            max_ms: l.max_ms,
+            std_ms: l.std_ms,
+            cv: l.cv,
+        }
+    }
+}
+
+impl From<&c::PointResult> for v1::PointResult {
+    fn from(p: &c::PointResult) -> Self {
+        let outcome = match &p.outcome {
+            c::PointOutcome::Measured(s) => v1::point_result::Outcome::Measured(v1::PointStats {
+                warmup: s.warmup,
+                iterations: s.iterations,
+                timed_seconds: s.timed_seconds,
+                latency: Some((&s.latency).into()),
+                throughput: s.throughput,
+                samples_ms: s.samples_ms.clone(),
+                peak_rss_bytes: s.peak_rss_bytes,
+                gpu_process_bytes: s.gpu_process_bytes,
+                gpu_device_bytes: s.gpu_device_bytes,
+                avg_power_watts: s.avg_power_watts,
+                energy_joules: s.energy_joules,
+                throttle_reasons: s.throttle_reasons.clone(),
+            }),
+            c::PointOutcome::Failed { error } => v1::point_result::Outcome::Error(error.clone()),
+        };
+        v1::PointResult {
+            batch_size: p.batch_size as u32,
+            seq_len: p.seq_len as u32,
+            outcome: Some(outcome),
+        }
+    }
+}
+
+impl TryFrom<v1::PointResult> for c::PointResult {
+    type Error = ConvertError;
+    fn try_from(p: v1::PointResult) -> Result<Self, ConvertError> {
+        if p.batch_size == 0 || p.batch_size as usize > c::spec::MAX_BATCH_SIZE {
+            return Err(invalid("point.batch_size", p.batch_size.to_string()));
+        }
+        if p.seq_len == 0 || p.seq_len as usize > c::spec::MAX_SEQ_LEN {
+            return Err(invalid("point.seq_len", p.seq_len.to_string()));
+        }
+        let outcome = match p.outcome.ok_or(ConvertError::Missing("point.outcome"))? {
+            v1::point_result::Outcome::Measured(s) => {
+                let latency: LatencySummary = s
+                    .latency
+                    .ok_or(ConvertError::Missing("point.latency"))?
+                    .into();
+                let finite = [
+                    latency.mean_ms,
+                    latency.p99_ms,
+                    s.throughput,
+                    s.timed_seconds,
+                ];
+                if finite.iter().any(|v| !v.is_finite() || *v < 0.0) {
+                    return Err(invalid("point.measured", "non-finite or negative figure"));
+                }
+                c::PointOutcome::Measured(c::PointStats {
+                    warmup: s.warmup,
+                    iterations: s.iterations,
+                    timed_seconds: s.timed_seconds,
+                    latency,
+                    throughput: s.throughput,
+                    samples_ms: s.samples_ms,
+                    peak_rss_bytes: s.peak_rss_bytes,
+                    gpu_process_bytes: s.gpu_process_bytes,
+                    gpu_device_bytes: s.gpu_device_bytes,
+                    avg_power_watts: s.avg_power_watts,
+                    energy_joules: s.energy_joules,
+                    throttle_reasons: s.throttle_reasons,
+                })
+            }
+            v1::point_result::Outcome::Error(error) => c::PointOutcome::Failed { error },
+        };
+        Ok(c::PointResult {
+            batch_size: p.batch_size as usize,
+            seq_len: p.seq_len as usize,
+            outcome,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_round_trips_and_invalid_specs_are_refused() {
+        let spec = c::SweepSpec {
+            device: c::DeviceSelector::Cuda(Some(1)),
+            ..c::SweepSpec::default()
+        };
+        let wire: v1::SweepSpec = (&spec).into();
+        assert_eq!(c::SweepSpec::try_from(wire.clone()), Ok(spec));
+        let bad = v1::SweepSpec {
+            batch_sizes: vec![],
+            ..wire
+        };
+        assert_eq!(
+            c::SweepSpec::try_from(bad),
+            Err(ConvertError::Spec(c::SpecError::EmptyBatchSizes))
+        );
+    }
+
+    #[test]
+    fn point_results_round_trip_and_garbage_is_refused() {
+        let stats = c::PointStats {
+            warmup: 1,
+            iterations: 2,
+            timed_seconds: 0.5,
+            latency: LatencySummary::from_samples_ms(&[200.0, 300.0]).expect("summary"),
+            throughput: 16.0,
+            samples_ms: vec![200.0, 300.0],
+            peak_rss_bytes: Some(1 << 30),
+            gpu_process_bytes: None,
+            gpu_device_bytes: None,
+            avg_power_watts: None,
+            energy_joules: None,
+            throttle_reasons: vec![],
+        };
+        let point = c::PointResult {
+            batch_size: 4,
+            seq_len: 128,
+            outcome: c::PointOutcome::Measured(stats),
+        };
+        let wire: v1::PointResult = (&point).into();
+        assert_eq!(c::PointResult::try_from(wire.clone()), Ok(point));
+        assert!(
+            c::PointResult::try_from(v1::PointResult {
+                batch_size: 0,
+                ..wire.clone()
+            })
+            .is_err()
+        );
+        assert!(
+            c::PointResult::try_from(v1::PointResult {
+                outcome: None,
+                ..wire
+            })
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,267 @@
+//! Harness for the end-to-end tests: real `fleetbench` coordinators and
+//! `fleetbench-agent` agents as child processes on loopback ports chosen by
+//! the OS, the CLI run as a user would, and the store read back directly.
+//!
+//! The binaries are the ones `cargo test --workspace` builds next to the test
+//! executables (their packages have integration tests of their own, which
+//! makes cargo build them first).
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// `target/<profile>/<name>`.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
+/// The tiny DistilBERT fixture shipped in the repository.
+pub fn fixture_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata/tiny-distilbert-sst2")
+        .canonicalize()
+        .expect("fixture")
+}
+
+/// Polls `f` every 50 ms until it is true or `timeout` passes.
+pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // kill(1) rather than libc::kill: the workspace denies `unsafe`.
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status();
+}
+
+/// A coordinator process.
+#[derive(Debug)]
+pub struct CoordinatorProc {
+    pub child: Child,
+    pub url: String,
+    pub addr: String,
+    pub data: PathBuf,
+    pub log: PathBuf,
+}
+
+impl CoordinatorProc {
+    /// Starts `fleetbench serve` on an OS-chosen port (or `addr`) with fast heartbeats.
+    pub fn start(data: &Path, addr: Option<&str>, extra: &[&str]) -> CoordinatorProc {
+        let log = data.with_extension(format!("coordinator-{}.log", std::process::id()));
+        let mut child = Command::new(bin("fleetbench"))
+            .args(["serve", "--listen", addr.unwrap_or("127.0.0.1:0"), "--data"])
+            .arg(data)
+            .args(["--heartbeat-interval", "0.5"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .expect("log file"),
+            )
+            .spawn()
+            .expect("start coordinator");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read address");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        CoordinatorProc {
+            child,
+            url: format!("http://{addr}"),
+            addr,
+            data: data.to_path_buf(),
+            log,
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.data.join("fleetbench.db")).expect("open store")
+    }
+
+    /// Number of stored results per (host, batch size) in a sweep.
+    pub fn stored(&self, sweep: &str) -> Vec<(String, String, i64)> {
+        let db = self.db();
+        let mut st = db
+            .prepare("SELECT host, device_id, batch_size FROM results WHERE sweep_id = ?1 ORDER BY host, device_id, batch_size")
+            .expect("query");
+        st.query_map([sweep], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    }
+
+    pub fn sweep_state(&self, sweep: &str) -> String {
+        self.db()
+            .query_row("SELECT state FROM sweeps WHERE id = ?1", [sweep], |r| {
+                r.get(0)
+            })
+            .unwrap_or_else(|_| "missing".into())
+    }
+
+    pub fn host_state(&self, sweep: &str, host: &str) -> (String, Option<String>) {
+        self.db()
+            .query_row(
+                "SELECT state, error FROM sweep_hosts WHERE sweep_id = ?1 AND host = ?2",
+                [sweep, host],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap_or_else(|_| ("missing".into(), None))
+    }
+
+    /// Runs a `fleetbench` client command against this coordinator.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        cli(&self.url, args)
+    }
+}
+
+impl Drop for CoordinatorProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs `fleetbench ARGS --coordinator URL`.
+pub fn cli(url: &str, args: &[&str]) -> Output {
+    Command::new(bin("fleetbench"))
+        .args(args)
+        .args(["--coordinator", url])
+        .output()
+        .expect("run fleetbench")
+}
+
+/// An agent process.
+#[derive(Debug)]
+pub struct AgentProc {
+    pub child: Child,
+    pub name: String,
+    pub spool: PathBuf,
+    pub log: PathBuf,
+    args: Vec<String>,
+    url: String,
+}
+
+impl AgentProc {
+    /// `fleetbench-agent run` with `extra` arguments (e.g. `--simulate H100-SXM`).
+    pub fn start(url: &str, name: &str, spool: &Path, extra: &[&str]) -> AgentProc {
+        let log = spool.with_extension("log");
+        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let child = Self::spawn(url, name, spool, &args, &log);
+        AgentProc {
+            child,
+            name: name.into(),
+            spool: spool.into(),
+            log,
+            args,
+            url: url.into(),
+        }
+    }
+
+    fn spawn(url: &str, name: &str, spool: &Path, args: &[String], log: &Path) -> Child {
+        Command::new(bin("fleetbench-agent"))
+            .args(["run", "--coordinator", url, "--name", name, "--spool"])
+            .arg(spool)
+            .args(["--max-backoff", "0.5"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .expect("log file"),
+            )
+            .spawn()
+            .expect("start agent")
+    }
+
+    /// Starts the same agent again (same name, spool and arguments).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.child = Self::spawn(&self.url, &self.name, &self.spool, &self.args, &self.log);
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        signal(&self.child, 15);
+        self.child.wait().expect("wait")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Waits until `n` agents are connected according to `fleetbench agents`.
+pub fn wait_for_agents(coordinator: &CoordinatorProc, n: usize) {
+    wait_until(
+        Duration::from_secs(30),
+        &format!("{n} connected agents"),
+        || {
+            let out = coordinator.cli(&["agents"]);
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.contains(" connected "))
+                .count()
+                >= n
+        },
+    );
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
