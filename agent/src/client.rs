@@ -352,16 +352,7 @@ impl Agent {
             .iter()
             .map(|k| (k.device_id.clone(), k.batch_size as usize))
             .collect();
-        for b in &spec.batch_sizes {
-            for dev in ["cpu".to_string(), "cuda:0".to_string()]
-                .into_iter()
-                .chain((1..16).map(|i| format!("cuda:{i}")))
-            {
-                if self.spool.has_point(&run.sweep_id, &dev, *b as u32) {
-                    done.insert((dev, *b));
-                }
-            }
-        }
+        done.extend(self.spool.points_of(&run.sweep_id));
         tracing::info!(sweep = %run.sweep_id, spec = %spec.summary(), already_done = done.len(), "starting sweep");
         let cancel = Arc::new(AtomicBool::new(false));
         let ctx = JobContext {

@@ -139,17 +139,19 @@ impl Spool {
         self.pending.is_empty()
     }
 
-    /// Whether a result for this point is waiting here (so a resumed sweep
-    /// need not measure it again).
-    pub fn has_point(&self, sweep_id: &str, device_id: &str, batch_size: u32) -> bool {
-        self.pending.values().any(|m| match &m.body {
-            Some(v1::agent_message::Body::Result(r)) => {
-                r.sweep_id == sweep_id
-                    && r.device.as_ref().is_some_and(|d| d.id == device_id)
-                    && r.point.as_ref().is_some_and(|p| p.batch_size == batch_size)
-            }
-            _ => false,
-        })
+    /// (device, batch size) of every result of `sweep_id` waiting here, so a
+    /// resumed sweep need not measure them again.
+    pub fn points_of(&self, sweep_id: &str) -> Vec<(String, usize)> {
+        self.pending
+            .values()
+            .filter_map(|m| match &m.body {
+                Some(v1::agent_message::Body::Result(r)) if r.sweep_id == sweep_id => Some((
+                    r.device.as_ref()?.id.clone(),
+                    r.point.as_ref()?.batch_size as usize,
+                )),
+                _ => None,
+            })
+            .collect()
     }
 
     fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), SpoolError> {
@@ -210,8 +212,8 @@ mod tests {
 
         let mut reopened = Spool::open(dir.path()).expect("reopen");
         assert_eq!(reopened.len(), 1);
-        assert!(reopened.has_point("s1", "cpu", 16));
-        assert!(!reopened.has_point("s1", "cpu", 8));
+        assert_eq!(reopened.points_of("s1"), vec![("cpu".to_string(), 16)]);
+        assert!(reopened.points_of("s2").is_empty());
         // Numbers never go backwards, even once everything is acknowledged.
         reopened.ack(2);
         drop(reopened);

@@ -16,7 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::result::{MachineReport, PointResult};
+use crate::result::{DeviceKind, MachineReport, PointResult};
 
 /// Mebibytes, the unit the seed calls "MB".
 pub const MB: f64 = 1024.0 * 1024.0;
@@ -125,11 +125,16 @@ impl Insights {
             .iter()
             .filter_map(|p| p.error().map(|e| (p.batch_size, e)))
             .collect();
-        Insights::compute(&points, &failed)
+        Insights::compute(&points, &failed, report.device.kind)
     }
 
-    /// Insights of measured points (any order) and failed batch sizes.
-    pub fn compute(points: &[InsightPoint], failed: &[(usize, &str)]) -> Insights {
+    /// Insights of measured points (any order) and failed batch sizes on a
+    /// device of `kind` (the bottleneck wording differs between CPU and GPU).
+    pub fn compute(
+        points: &[InsightPoint],
+        failed: &[(usize, &str)],
+        kind: DeviceKind,
+    ) -> Insights {
         let mut pts: Vec<&InsightPoint> = points.iter().collect();
         pts.sort_by_key(|p| p.batch_size);
 
@@ -203,8 +208,8 @@ impl Insights {
             bottlenecks: Vec::new(),
             recommendations: Vec::new(),
         };
-        insights.bottlenecks = bottlenecks(&pts, &insights, failed);
-        insights.recommendations = recommendations(&insights, failed);
+        insights.bottlenecks = bottlenecks(&pts, &insights, failed, kind);
+        insights.recommendations = recommendations(&insights, failed, kind);
         insights
     }
 
@@ -218,15 +223,29 @@ impl Insights {
     }
 }
 
-fn bottlenecks(pts: &[&InsightPoint], ins: &Insights, failed: &[(usize, &str)]) -> Vec<String> {
+fn bottlenecks(
+    pts: &[&InsightPoint],
+    ins: &Insights,
+    failed: &[(usize, &str)],
+    kind: DeviceKind,
+) -> Vec<String> {
     let mut out = Vec::new();
-    if let (Some(best), Some(last)) = (ins.best_throughput, pts.last())
+    if let (Some(best), Some(first), Some(last)) = (ins.best_throughput, pts.first(), pts.last())
         && pts.len() >= 2
         && (best.batch_size < last.batch_size || ins.scaling_efficiency.is_some_and(|e| e < 0.5))
     {
-        // The seed's wording: past the best batch size more work per call buys
-        // no more samples per second, so a shared resource is saturated.
-        out.push("Throughput plateaus for large batch sizes, possibly due to memory bandwidth limitations".to_string());
+        match kind {
+            // A CPU that is flat from the smallest batch on is saturated by the
+            // matrix products themselves: there is no idle parallelism for
+            // batching to fill, so bandwidth is not the story.
+            DeviceKind::Cpu if ins.scaling_declines_after == Some(first.batch_size) => out.push(format!(
+                "Throughput is nearly flat across batch sizes: the CPU is compute-bound already at batch {}, so larger batches add latency without adding throughput",
+                first.batch_size
+            )),
+            // The seed's wording: past the best batch size more work per call
+            // buys no more samples per second, so a shared resource is saturated.
+            _ => out.push("Throughput plateaus for large batch sizes, possibly due to memory bandwidth limitations".to_string()),
+        }
     }
     let tails: Vec<String> = pts
         .iter()
@@ -274,7 +293,7 @@ fn bottlenecks(pts: &[&InsightPoint], ins: &Insights, failed: &[(usize, &str)]) 
     out
 }
 
-fn recommendations(ins: &Insights, failed: &[(usize, &str)]) -> Vec<String> {
+fn recommendations(ins: &Insights, failed: &[(usize, &str)], kind: DeviceKind) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(b) = ins.best_throughput {
         out.push(format!(
@@ -299,9 +318,12 @@ fn recommendations(ins: &Insights, failed: &[(usize, &str)]) -> Vec<String> {
     }
     if ins.scaling_efficiency.is_some_and(|e| e < 0.5) {
         out.push("Address the identified bottlenecks to improve performance:".to_string());
-        out.push(
-            "  - Consider using a device with more memory or optimizing memory usage".to_string(),
-        );
+        out.push(match kind {
+            DeviceKind::Cuda => {
+                "  - Consider using a device with more memory or optimizing memory usage".to_string()
+            }
+            DeviceKind::Cpu => "  - On a CPU, more cores, a GPU or a lower precision (--dtype bf16 on CPUs with AMX or AVX512-BF16) raise throughput; batching does not".to_string(),
+        });
     }
     if failed
         .iter()
@@ -329,7 +351,7 @@ mod tests {
 
     #[test]
     fn the_seed_table_gives_the_seed_insights() {
-        let ins = Insights::compute(&seed_table(), &[]);
+        let ins = Insights::compute(&seed_table(), &[], DeviceKind::Cuda);
         assert_eq!(
             ins.best_throughput,
             Some(BatchFigure {
@@ -371,12 +393,32 @@ mod tests {
     }
 
     #[test]
+    fn a_flat_cpu_is_called_compute_bound_not_bandwidth_bound() {
+        let pts: Vec<InsightPoint> = [1usize, 4, 8, 16]
+            .iter()
+            .map(|&b| InsightPoint::seed_row(b, 80.0 * b as f64, 12.5, 300.0, None))
+            .collect();
+        let ins = Insights::compute(&pts, &[], DeviceKind::Cpu);
+        assert_eq!(ins.scaling_declines_after, Some(1));
+        assert!(
+            ins.bottlenecks[0].contains("compute-bound already at batch 1"),
+            "{:?}",
+            ins.bottlenecks
+        );
+        assert!(
+            ins.recommendations
+                .iter()
+                .any(|r| r.contains("batching does not"))
+        );
+    }
+
+    #[test]
     fn linear_scaling_has_efficiency_one_and_no_decline() {
         let pts: Vec<InsightPoint> = [1usize, 2, 4]
             .iter()
             .map(|&b| InsightPoint::seed_row(b, 10.0, 100.0 * b as f64, 100.0, None))
             .collect();
-        let ins = Insights::compute(&pts, &[]);
+        let ins = Insights::compute(&pts, &[], DeviceKind::Cuda);
         assert_eq!(ins.scaling_efficiency, Some(1.0));
         assert_eq!(ins.scaling_declines_after, None);
         assert_eq!(ins.best_throughput.map(|b| b.batch_size), Some(4));
@@ -386,7 +428,11 @@ mod tests {
 
     #[test]
     fn failed_points_are_named_and_no_points_give_no_figures() {
-        let ins = Insights::compute(&[], &[(256, "CUDA_ERROR_OUT_OF_MEMORY: out of memory")]);
+        let ins = Insights::compute(
+            &[],
+            &[(256, "CUDA_ERROR_OUT_OF_MEMORY: out of memory")],
+            DeviceKind::Cuda,
+        );
         assert_eq!(ins.best_throughput, None);
         assert_eq!(ins.scaling_efficiency, None);
         assert!(

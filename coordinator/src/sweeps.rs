@@ -480,14 +480,14 @@ impl Coordinator {
             .unwrap_or(0);
         let mut statuses = Vec::new();
         for h in &hosts {
-            let done = self.blocking(|s| s.count_results(id, &h.host))? as u32;
+            let stored = self.blocking(|s| s.completed_points(id, &h.host))?;
+            let done = stored.len() as u32;
+            // A host measures every batch size on each of its devices; the
+            // devices are known once they report.
+            let mut devices: Vec<&str> = stored.iter().map(|(d, _)| d.as_str()).collect();
+            devices.sort_unstable();
+            devices.dedup();
             let live = self.fleet.get(&h.host).filter(|c| c.active_sweep == id);
-            let devices = live
-                .as_ref()
-                .map(|c| c.points_total)
-                .filter(|t| *t > 0)
-                .map(|_| 1)
-                .unwrap_or(1);
             statuses.push(v1::HostStatus {
                 host: h.host.clone(),
                 state: if h.state == "running" && self.fleet.get(&h.host).is_none() {
@@ -497,7 +497,7 @@ impl Coordinator {
                 },
                 error: h.error.clone().unwrap_or_default(),
                 points_done: done,
-                points_total: (batches * devices).max(done),
+                points_total: (batches * devices.len().max(1) as u32).max(done),
                 current: if h.state == "running" {
                     live.map(|c| c.current).unwrap_or_default()
                 } else {

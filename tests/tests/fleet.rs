@@ -378,3 +378,95 @@ fn a_protocol_version_mismatch_is_refused_clearly_on_both_sides() {
     let agent_log = agent.log_text();
     assert!(agent_log.contains("protocol version"), "{agent_log}");
 }
+
+#[test]
+fn operators_select_hosts_cancel_sweeps_and_agents_stop_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let coordinator = CoordinatorProc::start(&dir.path().join("data"), None, &[]);
+    let mut h100 = AgentProc::start(
+        &coordinator.url,
+        "gpu-h100",
+        &dir.path().join("spool-a"),
+        &["--simulate", "H100-PCIe", "--simulate-point-ms", "300"],
+    );
+    let mut t4 = AgentProc::start(
+        &coordinator.url,
+        "gpu-t4",
+        &dir.path().join("spool-b"),
+        &["--simulate", "T4"],
+    );
+    wait_for_agents(&coordinator, 2);
+
+    // Selection by GPU model, case-insensitive; a selection that matches
+    // nothing, or names an unknown host, is refused with what to do.
+    let out = coordinator.cli(&[
+        "sweep",
+        "--gpu-model",
+        "h100",
+        "--batch-sizes",
+        "1,2,4,8,16,32,64",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let sweep = sweep_id_of(&out);
+    let hosts: Vec<String> = {
+        let db = coordinator.db();
+        let mut st = db
+            .prepare("SELECT host FROM sweep_hosts WHERE sweep_id = ?1")
+            .expect("query");
+        st.query_map([&sweep], |r| r.get(0))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    assert_eq!(hosts, vec!["gpu-h100".to_string()]);
+    let none = coordinator.cli(&["sweep", "--gpu-model", "B200"]);
+    assert_eq!(none.status.code(), Some(2));
+    assert!(
+        text(&none).contains("no connected agent has a GPU matching 'B200'"),
+        "{}",
+        text(&none)
+    );
+    let unknown = coordinator.cli(&["sweep", "--hosts", "gpu-h100,nobody"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        text(&unknown).contains("host 'nobody' is not connected"),
+        "{}",
+        text(&unknown)
+    );
+
+    // Cancel mid-sweep: the sweep ends as cancelled, the agent stops, and the
+    // reports of what was measured are still written.
+    wait_until(SWEEP_TIMEOUT, "a stored result", || {
+        !coordinator.stored(&sweep).is_empty()
+    });
+    let out = coordinator.cli(&["cancel", &sweep]);
+    assert!(text(&out).contains("cancelled"), "{}", text(&out));
+    assert_eq!(coordinator.sweep_state(&sweep), "cancelled");
+    wait_until(
+        Duration::from_secs(10),
+        "the agent to stop the sweep",
+        || {
+            h100.log_text()
+                .contains("sweep cancelled by the coordinator")
+        },
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the reports of the cancelled sweep",
+        || {
+            coordinator
+                .data
+                .join("reports")
+                .join(&sweep)
+                .join("fleet.md")
+                .exists()
+        },
+    );
+
+    // SIGTERM: a clean exit with status 0.
+    let status = t4.terminate();
+    assert!(status.success(), "{status:?}: {}", t4.log_text());
+    assert!(t4.log_text().contains("shutting down"));
+    let status = h100.terminate();
+    assert!(status.success(), "{status:?}: {}", h100.log_text());
+}
