@@ -84,6 +84,10 @@ enum Command {
         /// With --simulate: multiply latencies (a deliberately slow host).
         #[arg(long, default_value_t = 1.0, requires = "simulate")]
         simulate_slowdown: f64,
+        /// With --simulate and a slowdown: what the slow host shows as the cause
+        /// (thermal, power-cap, pcie, clocks, driver, unknown).
+        #[arg(long, default_value = "unknown", requires = "simulate")]
+        simulate_cause: fleetbench_agent::simulate::SimCause,
         /// With --simulate: real milliseconds each point takes.
         #[arg(long, default_value_t = 300, requires = "simulate")]
         simulate_point_ms: u64,
@@ -236,6 +240,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             spool,
             simulate,
             simulate_slowdown,
+            simulate_cause,
             simulate_point_ms,
             max_backoff,
             protocol_version,
@@ -248,14 +253,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let spool = spool.unwrap_or_else(|| default_spool_dir(&name));
             let backend = match simulate {
-                Some(model) => Backend::Simulated(
-                    SimulatedGpu::new(
+                Some(model) => {
+                    let mut sim = SimulatedGpu::new(
                         &model,
                         simulate_slowdown,
                         Duration::from_millis(simulate_point_ms),
                     )
-                    .map_err(anyhow::Error::msg)?,
-                ),
+                    .map_err(anyhow::Error::msg)?;
+                    sim.cause = simulate_cause;
+                    Backend::Simulated(sim)
+                }
                 None => Backend::Real(Arc::new(NvmlProbe::new())),
             };
             let mut config = AgentConfig::new(coordinator, name, spool, backend);

@@ -296,6 +296,7 @@ fn measure_point(
     let sample = |i: Option<u32>| i.and_then(|i| gpu.sample(i));
     let before = sample(device.gpu_index);
     let mut throttles: Vec<String> = Vec::new();
+    let mut clocks: Vec<f64> = Vec::new();
     progress(Phase::Timed);
     let min_time = Duration::from_secs_f64(spec.min_seconds);
     let started = Instant::now();
@@ -308,6 +309,7 @@ fn measure_point(
         step()?;
         samples_ms.push(t0.elapsed().as_secs_f64() * 1e3);
         if let Some(s) = sample(device.gpu_index) {
+            clocks.extend(s.sm_clock_mhz.map(f64::from));
             for r in s.throttle_reasons {
                 if !throttles.contains(&r) {
                     throttles.push(r);
@@ -343,5 +345,9 @@ fn measure_point(
         avg_power_watts,
         energy_joules,
         throttle_reasons: throttles,
+        sm_clock_mhz: (!clocks.is_empty()).then(|| {
+            clocks.sort_by(f64::total_cmp);
+            fleetbench_common::stats::percentile_sorted(&clocks, 0.5)
+        }),
     })
 }

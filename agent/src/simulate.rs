@@ -30,12 +30,56 @@ const PEAK_SHARE: f64 = 0.45;
 /// Batch size at which half of the saturated efficiency is reached.
 const HALF_EFFICIENCY_BATCH: f64 = 12.0;
 
+/// Driver version simulated hosts report, and the older one of `SimCause::Driver`.
+const SIM_DRIVER: &str = "580.95.05";
+const SIM_OLD_DRIVER: &str = "550.54.15";
+
+/// Why a deliberately slow simulated host is slow: each leaves the trace in
+/// the inventory or the measurements that a real one would, so the fleet
+/// report's outlier analysis can be tested end to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimCause {
+    /// NVML reports thermal throttling during every point.
+    Thermal,
+    /// NVML reports the software power cap during every point.
+    PowerCap,
+    /// The card sits in a PCIe gen 3 x8 link instead of gen 4 x16.
+    Pcie,
+    /// Lower SM clocks (application clocks set down, say).
+    Clocks,
+    /// An older driver.
+    Driver,
+    /// Nothing the agent can see.
+    Unknown,
+}
+
+impl std::str::FromStr for SimCause {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "thermal" => SimCause::Thermal,
+            "power-cap" => SimCause::PowerCap,
+            "pcie" => SimCause::Pcie,
+            "clocks" => SimCause::Clocks,
+            "driver" => SimCause::Driver,
+            "unknown" => SimCause::Unknown,
+            other => {
+                return Err(format!(
+                    "unknown --simulate-cause '{other}': use thermal, power-cap, pcie, clocks, driver or unknown"
+                ));
+            }
+        })
+    }
+}
+
 /// A simulated GPU host.
 #[derive(Debug, Clone)]
 pub struct SimulatedGpu {
     pub spec: &'static GpuModelSpec,
     /// Multiplies every latency: >1 makes a deliberately slow host.
     pub slowdown: f64,
+    /// What a slow host shows as the reason (only with `slowdown` > 1).
+    pub cause: SimCause,
     /// Real time each point takes, so that tests can act mid-sweep.
     pub point_delay: Duration,
 }
@@ -60,6 +104,7 @@ impl SimulatedGpu {
         Ok(SimulatedGpu {
             spec,
             slowdown,
+            cause: SimCause::Unknown,
             point_delay,
         })
     }
@@ -79,15 +124,24 @@ impl SimulatedGpu {
                 name: format!("{} (simulated)", self.spec.key),
                 uuid: format!("GPU-simulated-{hostname}"),
                 memory_total_bytes: (self.spec.memory_gib * (1u64 << 30) as f64) as u64,
-                driver_version: "simulated".into(),
-                cuda_version: None,
-                pcie_generation: Some(4),
-                pcie_width: Some(16),
+                driver_version: if self.shows(SimCause::Driver) {
+                    SIM_OLD_DRIVER
+                } else {
+                    SIM_DRIVER
+                }
+                .into(),
+                cuda_version: Some("13.0".into()),
+                pcie_generation: Some(if self.shows(SimCause::Pcie) { 3 } else { 4 }),
+                pcie_width: Some(if self.shows(SimCause::Pcie) { 8 } else { 16 }),
                 power_limit_watts: Some(self.spec.tdp_watts),
             }],
             gpu_note: None,
             simulated: true,
         }
+    }
+
+    fn shows(&self, cause: SimCause) -> bool {
+        self.slowdown > 1.0 && self.cause == cause
     }
 
     fn device(&self) -> DeviceDescription {
@@ -189,7 +243,20 @@ impl SimulatedGpu {
                         ),
                         avg_power_watts: Some(power),
                         energy_joules: Some(power * timed),
-                        throttle_reasons: Vec::new(),
+                        throttle_reasons: match self.cause {
+                            SimCause::Thermal if self.slowdown > 1.0 => {
+                                vec!["sw-thermal".to_string()]
+                            }
+                            SimCause::PowerCap if self.slowdown > 1.0 => {
+                                vec!["sw-power-cap".to_string()]
+                            }
+                            _ => Vec::new(),
+                        },
+                        sm_clock_mhz: Some(if self.shows(SimCause::Clocks) {
+                            self.spec.boost_clock_mhz / self.slowdown
+                        } else {
+                            self.spec.boost_clock_mhz
+                        }),
                     })
                 }
                 None => PointOutcome::Failed {

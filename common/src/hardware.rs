@@ -28,6 +28,8 @@ pub struct GpuModelSpec {
     pub memory_gib: f64,
     pub memory_bandwidth_gbs: f64,
     pub tdp_watts: f64,
+    /// Boost SM clock from the same data sheets; simulated hosts report it.
+    pub boost_clock_mhz: f64,
 }
 
 impl GpuModelSpec {
@@ -51,6 +53,7 @@ pub const GPU_MODELS: &[GpuModelSpec] = &[
         memory_gib: 16.0,
         memory_bandwidth_gbs: 320.0,
         tdp_watts: 70.0,
+        boost_clock_mhz: 1590.0,
     },
     GpuModelSpec {
         key: "A10",
@@ -62,6 +65,7 @@ pub const GPU_MODELS: &[GpuModelSpec] = &[
         memory_gib: 24.0,
         memory_bandwidth_gbs: 600.0,
         tdp_watts: 150.0,
+        boost_clock_mhz: 1695.0,
     },
     GpuModelSpec {
         key: "L4",
@@ -73,6 +77,7 @@ pub const GPU_MODELS: &[GpuModelSpec] = &[
         memory_gib: 24.0,
         memory_bandwidth_gbs: 300.0,
         tdp_watts: 72.0,
+        boost_clock_mhz: 2040.0,
     },
     GpuModelSpec {
         key: "L40S",
@@ -84,6 +89,7 @@ pub const GPU_MODELS: &[GpuModelSpec] = &[
         memory_gib: 48.0,
         memory_bandwidth_gbs: 864.0,
         tdp_watts: 350.0,
+        boost_clock_mhz: 2520.0,
     },
     GpuModelSpec {
         key: "A100-40GB",
@@ -95,6 +101,7 @@ pub const GPU_MODELS: &[GpuModelSpec] = &[
         memory_gib: 40.0,
         memory_bandwidth_gbs: 1555.0,
         tdp_watts: 400.0,
+        boost_clock_mhz: 1410.0,
     },
     GpuModelSpec {
         key: "A100-80GB",
@@ -106,6 +113,7 @@ pub const GPU_MODELS: &[GpuModelSpec] = &[
         memory_gib: 80.0,
         memory_bandwidth_gbs: 2039.0,
         tdp_watts: 400.0,
+        boost_clock_mhz: 1410.0,
     },
     GpuModelSpec {
         key: "H100-PCIe",
@@ -117,6 +125,7 @@ pub const GPU_MODELS: &[GpuModelSpec] = &[
         memory_gib: 80.0,
         memory_bandwidth_gbs: 2000.0,
         tdp_watts: 350.0,
+        boost_clock_mhz: 1755.0,
     },
     GpuModelSpec {
         key: "H100-SXM",
@@ -128,6 +137,7 @@ pub const GPU_MODELS: &[GpuModelSpec] = &[
         memory_gib: 80.0,
         memory_bandwidth_gbs: 3350.0,
         tdp_watts: 700.0,
+        boost_clock_mhz: 1980.0,
     },
     GpuModelSpec {
         key: "H200",
@@ -139,6 +149,7 @@ pub const GPU_MODELS: &[GpuModelSpec] = &[
         memory_gib: 141.0,
         memory_bandwidth_gbs: 4800.0,
         tdp_watts: 700.0,
+        boost_clock_mhz: 1980.0,
     },
     GpuModelSpec {
         key: "B200",
@@ -150,6 +161,7 @@ pub const GPU_MODELS: &[GpuModelSpec] = &[
         memory_gib: 180.0,
         memory_bandwidth_gbs: 8000.0,
         tdp_watts: 1000.0,
+        boost_clock_mhz: 1965.0,
     },
 ];
 
@@ -173,6 +185,20 @@ pub fn lookup_gpu_model(name: &str) -> Option<&'static GpuModelSpec> {
                 .all(|p| contains_token(&upper, &p.to_ascii_uppercase()))
         })
         .max_by_key(|m| m.name_contains.len())
+}
+
+/// Achieved GFLOP/s as a share of the device's dense peak for `dtype`; `None`
+/// for CPUs and for GPU models not in the table (never guessed).
+pub fn peak_share(
+    device: &crate::result::DeviceDescription,
+    dtype: Precision,
+    gflops: f64,
+) -> Option<f64> {
+    if device.kind != crate::result::DeviceKind::Cuda {
+        return None;
+    }
+    let peak = lookup_gpu_model(&device.name)?.peak_tflops(dtype)?;
+    Some(gflops / (peak * 1e3))
 }
 
 /// `needle` occurs in `hay` and is not the prefix of a longer alphanumeric
@@ -203,6 +229,29 @@ mod tests {
         assert_eq!(key("Tesla T4"), Some("T4"));
         assert_eq!(key("a10"), Some("A10"));
         assert_eq!(key("NVIDIA GeForce RTX 4090"), None);
+    }
+
+    #[test]
+    fn peak_share_is_only_given_for_known_gpus() {
+        use crate::result::{DeviceDescription, DeviceKind};
+        let h100 = DeviceDescription {
+            id: "cuda:0".into(),
+            kind: DeviceKind::Cuda,
+            name: "NVIDIA H100 80GB HBM3".into(),
+            simulated: false,
+        };
+        // 98.9 TFLOP/s achieved in bf16 on a 989 TFLOP/s card is 10%.
+        let share = peak_share(&h100, Precision::Bf16, 98_900.0).expect("known card");
+        assert!((share - 0.1).abs() < 1e-12);
+        let unknown = DeviceDescription {
+            name: "NVIDIA GeForce RTX 4090".into(),
+            ..h100.clone()
+        };
+        assert_eq!(peak_share(&unknown, Precision::Bf16, 1.0), None);
+        assert_eq!(
+            peak_share(&DeviceDescription::cpu("Xeon"), Precision::F32, 1.0),
+            None
+        );
     }
 
     #[test]

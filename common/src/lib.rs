@@ -3,6 +3,7 @@
 //! result types that travel from agent to coordinator, statistics, insights,
 //! the DistilBERT FLOP count, the GPU peak table and the report exporters.
 
+pub mod compare;
 pub mod flops;
 pub mod hardware;
 pub mod insights;

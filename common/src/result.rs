@@ -159,6 +159,9 @@ pub struct PointStats {
     pub energy_joules: Option<f64>,
     /// NVML throttle reasons seen during the point, e.g. "sw-thermal".
     pub throttle_reasons: Vec<String>,
+    /// Median SM clock during the timed iterations (NVML), in MHz.
+    #[serde(default)]
+    pub sm_clock_mhz: Option<f64>,
 }
 
 impl PointStats {

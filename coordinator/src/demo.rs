@@ -103,6 +103,7 @@ pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
             hosts: vec![name],
             gpu_model: String::new(),
             deadline_seconds: 0,
+            baseline: String::new(),
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("sweep id: {sweep_id}");

@@ -54,6 +54,10 @@ enum Command {
         /// Seconds a host may take for a sweep unless the sweep says otherwise.
         #[arg(long, default_value_t = 3600)]
         default_deadline: u64,
+        /// Prices per GPU-hour for cost efficiency in fleet reports: JSON
+        /// ({"H100-SXM": 3.5}) or lines of GPU_MODEL,PRICE.
+        #[arg(long, value_name = "FILE")]
+        prices: Option<PathBuf>,
         #[arg(long, hide = true, default_value_t = fleetbench_proto::PROTOCOL_VERSION)]
         protocol_version: u32,
     },
@@ -87,6 +91,9 @@ enum Command {
         /// Seconds each host has before it is marked failed (0: the coordinator's default).
         #[arg(long, default_value_t = 0)]
         deadline: u32,
+        /// Hardware model the fleet report's speed-ups are relative to (default: the slowest group).
+        #[arg(long, value_name = "GPU_MODEL")]
+        baseline: Option<String>,
         /// Follow the sweep until it ends; exit non-zero if any host failed.
         #[arg(long)]
         wait: bool,
@@ -103,6 +110,15 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
         sweep_id: String,
+    },
+    /// Compare two sweeps host by host; exit 1 when a point regressed beyond noise.
+    Compare {
+        #[command(flatten)]
+        remote: Remote,
+        /// The earlier sweep.
+        before: String,
+        /// The later sweep.
+        after: String,
     },
     /// Cancel a running sweep.
     Cancel {
@@ -144,6 +160,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             data,
             heartbeat_interval,
             default_deadline,
+            prices,
             protocol_version,
         } => {
             if !listen.ip().is_loopback() {
@@ -157,6 +174,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config.heartbeat_timeout = config.heartbeat_interval * 3;
             config.default_deadline = Duration::from_secs(default_deadline.max(1));
             config.protocol_version = protocol_version;
+            if let Some(path) = prices {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read --prices {}", path.display()))?;
+                config.prices = Some(
+                    fleetbench_common::report::PriceTable::parse(&text)
+                        .map_err(|e| anyhow::anyhow!("--prices {}: {e}", path.display()))?,
+                );
+            }
             let coordinator = Coordinator::open(config)
                 .with_context(|| format!("cannot open the store in {}", data.display()))?;
             let listener = tokio::net::TcpListener::bind(listen)
@@ -200,6 +225,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             hosts,
             gpu_model,
             deadline,
+            baseline,
             wait,
             sweep,
         } => {
@@ -210,6 +236,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 hosts,
                 gpu_model,
                 deadline_seconds: deadline,
+                baseline,
             };
             let started = operator::start_sweep(&remote.coordinator, &req).await?;
             println!("{}", started.sweep_id);
@@ -243,6 +270,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Show { remote, sweep_id } => {
             print!("{}", operator::show(&remote.coordinator, &sweep_id).await?);
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Compare {
+            remote,
+            before,
+            after,
+        } => {
+            let comparison = operator::compare(&remote.coordinator, &before, &after).await?;
+            print!("{}", comparison.render_text());
+            Ok(if comparison.regressions() > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Cancel { remote, sweep_id } => {
             print!(

@@ -139,6 +139,7 @@ pub struct SweepRequest {
     pub hosts: Vec<String>,
     pub gpu_model: Option<String>,
     pub deadline_seconds: u32,
+    pub baseline: Option<String>,
 }
 
 pub async fn start_sweep(
@@ -151,6 +152,7 @@ pub async fn start_sweep(
         hosts: req.hosts.clone(),
         gpu_model: req.gpu_model.clone().unwrap_or_default(),
         deadline_seconds: req.deadline_seconds,
+        baseline: req.baseline.clone().unwrap_or_default(),
     };
     Ok(client.start_sweep(request).await?.into_inner())
 }
@@ -333,6 +335,59 @@ pub async fn cancel(url: &str, sweep_id: &str) -> Result<String, OperatorError> 
         .sweep
         .unwrap_or_default();
     Ok(format!("sweep {} is {}\n", s.sweep_id, s.state))
+}
+
+/// Compares two sweeps from their stored results.
+pub async fn compare(
+    url: &str,
+    before: &str,
+    after: &str,
+) -> Result<fleetbench_common::compare::SweepComparison, OperatorError> {
+    let mut client = connect(url).await?;
+    let mut points = Vec::new();
+    for id in [before, after] {
+        let detail = client
+            .get_sweep(v1::GetSweepRequest {
+                sweep_id: id.to_string(),
+            })
+            .await?
+            .into_inner();
+        points.push(device_points(&detail.results));
+    }
+    Ok(fleetbench_common::compare::compare(
+        before, &points[0], after, &points[1],
+    ))
+}
+
+/// Groups stored results by host and device; results that do not decode are skipped.
+fn device_points(results: &[v1::StoredResult]) -> Vec<fleetbench_common::compare::DevicePoints> {
+    let mut out: Vec<fleetbench_common::compare::DevicePoints> = Vec::new();
+    for r in results {
+        let (Some(device), Some(point)) = (r.device.clone(), r.point.clone()) else {
+            continue;
+        };
+        let (Ok(device), Ok(point)) = (
+            fleetbench_common::DeviceDescription::try_from(device),
+            fleetbench_common::PointResult::try_from(point),
+        ) else {
+            continue;
+        };
+        match out
+            .iter_mut()
+            .find(|d| d.host == r.host && d.device_id == device.id)
+        {
+            Some(d) => d.points.push(point),
+            None => out.push(fleetbench_common::compare::DevicePoints {
+                host: r.host.clone(),
+                hardware: fleetbench_common::hardware::lookup_gpu_model(&device.name)
+                    .map(|g| g.key.to_string())
+                    .unwrap_or_else(|| device.name.clone()),
+                device_id: device.id,
+                points: vec![point],
+            }),
+        }
+    }
+    out
 }
 
 /// Whether the final state of a sweep should make the command fail.

@@ -5,9 +5,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use fleetbench_common::compare::{DevicePoints, compare};
 use fleetbench_common::report::{
-    FleetReport, HostOutcome, ReportError, safe_file_stem, write_fleet_reports,
-    write_machine_reports,
+    FleetOptions, FleetReport, HostOutcome, PriceTable, ReportError, safe_file_stem,
+    write_fleet_reports, write_machine_reports,
 };
 use fleetbench_common::{
     DeviceDescription, HostInventory, MachineReport, ModelInfo, PointResult, RunEnvironment,
@@ -33,11 +34,8 @@ fn parse<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> Result<T, Re
     serde_json::from_str(json).map_err(|e| ReportsError::Corrupt(format!("{what}: {e}")))
 }
 
-/// Builds the machine reports and the fleet report of a sweep from the store.
-pub fn build_sweep_reports(
-    store: &Store,
-    sweep_id: &str,
-) -> Result<(Vec<MachineReport>, FleetReport), ReportsError> {
+/// The machine reports of a sweep, one per host and device, from the store.
+pub fn machine_reports(store: &Store, sweep_id: &str) -> Result<Vec<MachineReport>, ReportsError> {
     let sweep = store
         .sweep(sweep_id)?
         .ok_or_else(|| ReportsError::NotFound(sweep_id.to_string()))?;
@@ -109,7 +107,40 @@ pub fn build_sweep_reports(
             notes,
         });
     }
-    let outcomes: Vec<HostOutcome> = hosts
+    Ok(machines)
+}
+
+/// What `compare` needs of a sweep's machine reports.
+pub fn device_points(machines: &[MachineReport]) -> Vec<DevicePoints> {
+    machines
+        .iter()
+        .map(|m| DevicePoints {
+            host: m.host.hostname.clone(),
+            device_id: m.device.id.clone(),
+            hardware: fleetbench_common::hardware::lookup_gpu_model(&m.device.name)
+                .map(|g| g.key.to_string())
+                .unwrap_or_else(|| m.device.name.clone()),
+            points: m.points.clone(),
+        })
+        .collect()
+}
+
+/// Builds the machine reports and the fleet report of a sweep from the store,
+/// with a history section when an earlier sweep had the same spec.
+pub fn build_sweep_reports(
+    store: &Store,
+    sweep_id: &str,
+    prices: Option<&PriceTable>,
+) -> Result<(Vec<MachineReport>, FleetReport), ReportsError> {
+    let sweep = store
+        .sweep(sweep_id)?
+        .ok_or_else(|| ReportsError::NotFound(sweep_id.to_string()))?;
+    let spec: SweepSpec = parse(&sweep.spec_json, "sweep spec")?;
+    let options: crate::sweeps::SweepOptions =
+        serde_json::from_str(&sweep.options_json).unwrap_or_default();
+    let machines = machine_reports(store, sweep_id)?;
+    let outcomes: Vec<HostOutcome> = store
+        .sweep_hosts(sweep_id)?
         .iter()
         .map(|h| HostOutcome {
             host: h.host.clone(),
@@ -118,14 +149,29 @@ pub fn build_sweep_reports(
             simulated: h.simulated,
         })
         .collect();
-    let fleet = FleetReport::build(
+    let fleet_options = FleetOptions {
+        baseline: options.baseline,
+        prices: prices.cloned(),
+    };
+    let generated_at = fleetbench_common::time::now_rfc3339();
+    let mut fleet = FleetReport::build(
         sweep_id,
         &sweep.state,
         &spec,
         &machines,
         &outcomes,
+        &fleet_options,
         generated_at,
     );
+    if let Some(previous) = store.previous_with_same_spec(&sweep)? {
+        let before = machine_reports(store, &previous.id)?;
+        fleet.history = Some(compare(
+            &previous.id,
+            &device_points(&before),
+            sweep_id,
+            &device_points(&machines),
+        ));
+    }
     Ok((machines, fleet))
 }
 
@@ -134,9 +180,10 @@ pub fn write_sweep_reports(
     store: &Store,
     data_dir: &Path,
     sweep_id: &str,
+    prices: Option<&PriceTable>,
 ) -> Result<PathBuf, ReportsError> {
     let dir = data_dir.join("reports").join(safe_file_stem(sweep_id));
-    let (machines, fleet) = build_sweep_reports(store, sweep_id)?;
+    let (machines, fleet) = build_sweep_reports(store, sweep_id, prices)?;
     let mut per_host: BTreeMap<&str, usize> = BTreeMap::new();
     for m in &machines {
         *per_host.entry(m.host.hostname.as_str()).or_default() += 1;

@@ -76,6 +76,8 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (sweep_id, host, device_id, batch_size)
     );
     CREATE INDEX sweeps_by_state ON sweeps(state);",
+    // 2: report options chosen with the sweep (e.g. the baseline hardware).
+    "ALTER TABLE sweeps ADD COLUMN options_json TEXT NOT NULL DEFAULT '{}';",
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -91,6 +93,7 @@ pub struct AgentRow {
 pub struct SweepRow {
     pub id: String,
     pub spec_json: String,
+    pub options_json: String,
     pub state: String,
     pub created_ms: i64,
     pub ended_ms: Option<i64>,
@@ -256,14 +259,15 @@ impl Store {
         &self,
         id: &str,
         spec_json: &str,
+        options_json: &str,
         now: i64,
         hosts: &[(String, bool, i64)],
     ) -> Result<(), StoreError> {
         self.with(|c| {
             let tx = c.transaction()?;
             tx.execute(
-                "INSERT INTO sweeps (id, spec_json, state, created_ms) VALUES (?1, ?2, 'running', ?3)",
-                params![id, spec_json, now],
+                "INSERT INTO sweeps (id, spec_json, options_json, state, created_ms) VALUES (?1, ?2, ?3, 'running', ?4)",
+                params![id, spec_json, options_json, now],
             )?;
             for (host, simulated, deadline) in hosts {
                 tx.execute(
@@ -278,7 +282,7 @@ impl Store {
     pub fn sweep(&self, id: &str) -> Result<Option<SweepRow>, StoreError> {
         self.with(|c| {
             c.query_row(
-                "SELECT id, spec_json, state, created_ms, ended_ms, reports_dir FROM sweeps WHERE id = ?1",
+                "SELECT id, spec_json, options_json, state, created_ms, ended_ms, reports_dir FROM sweeps WHERE id = ?1",
                 params![id],
                 sweep_row,
             )
@@ -290,17 +294,35 @@ impl Store {
     pub fn sweeps(&self, limit: u32) -> Result<Vec<SweepRow>, StoreError> {
         self.with(|c| {
             let mut st = c.prepare(
-                "SELECT id, spec_json, state, created_ms, ended_ms, reports_dir FROM sweeps ORDER BY created_ms DESC, id DESC LIMIT ?1",
+                "SELECT id, spec_json, options_json, state, created_ms, ended_ms, reports_dir FROM sweeps ORDER BY created_ms DESC, id DESC LIMIT ?1",
             )?;
             let rows = st.query_map(params![limit], sweep_row)?;
             rows.collect()
         })
     }
 
+    /// The most recent ended sweep before `sweep` with the same spec, for the
+    /// fleet report's history section.
+    pub fn previous_with_same_spec(
+        &self,
+        sweep: &SweepRow,
+    ) -> Result<Option<SweepRow>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT id, spec_json, options_json, state, created_ms, ended_ms, reports_dir FROM sweeps
+                 WHERE spec_json = ?1 AND id != ?2 AND created_ms <= ?3 AND state IN ('completed', 'partial')
+                 ORDER BY created_ms DESC, id DESC LIMIT 1",
+                params![sweep.spec_json, sweep.id, sweep.created_ms],
+                sweep_row,
+            )
+            .optional()
+        })
+    }
+
     pub fn running_sweeps(&self) -> Result<Vec<SweepRow>, StoreError> {
         self.with(|c| {
             let mut st = c.prepare(
-                "SELECT id, spec_json, state, created_ms, ended_ms, reports_dir FROM sweeps WHERE state = 'running' ORDER BY created_ms",
+                "SELECT id, spec_json, options_json, state, created_ms, ended_ms, reports_dir FROM sweeps WHERE state = 'running' ORDER BY created_ms",
             )?;
             let rows = st.query_map([], sweep_row)?;
             rows.collect()
@@ -456,10 +478,11 @@ fn sweep_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SweepRow> {
     Ok(SweepRow {
         id: r.get(0)?,
         spec_json: r.get(1)?,
-        state: r.get(2)?,
-        created_ms: r.get(3)?,
-        ended_ms: r.get(4)?,
-        reports_dir: r.get(5)?,
+        options_json: r.get(2)?,
+        state: r.get(3)?,
+        created_ms: r.get(4)?,
+        ended_ms: r.get(5)?,
+        reports_dir: r.get(6)?,
     })
 }
 
@@ -490,7 +513,7 @@ mod tests {
             MIGRATIONS.len() as i64
         );
         store
-            .create_sweep("s1", "{}", 1, &[("a".into(), false, 100)])
+            .create_sweep("s1", "{}", "{}", 1, &[("a".into(), false, 100)])
             .expect("create");
         assert_eq!(
             store.insert_result(&result("s1", "a", 8)).expect("insert"),
@@ -521,7 +544,7 @@ mod tests {
     fn the_first_terminal_verdict_stands() {
         let store = Store::open_in_memory().expect("open");
         store
-            .create_sweep("s1", "{}", 1, &[("a".into(), false, 100)])
+            .create_sweep("s1", "{}", "{}", 1, &[("a".into(), false, 100)])
             .expect("create");
         assert!(
             store

@@ -44,6 +44,8 @@ pub struct CoordinatorConfig {
     pub default_deadline: Duration,
     /// Only tests change this, to check that a mismatch is refused.
     pub protocol_version: u32,
+    /// Prices per GPU-hour for the fleet reports' cost efficiency.
+    pub prices: Option<fleetbench_common::report::PriceTable>,
 }
 
 impl CoordinatorConfig {
@@ -54,6 +56,7 @@ impl CoordinatorConfig {
             heartbeat_timeout: Duration::from_secs(15),
             default_deadline: Duration::from_secs(3600),
             protocol_version: PROTOCOL_VERSION,
+            prices: None,
         }
     }
 }
@@ -66,6 +69,12 @@ pub struct Coordinator {
     pub fleet: Fleet,
     /// Fires with a sweep id whenever that sweep changes; watchers re-read it.
     changes: broadcast::Sender<String>,
+}
+
+/// Report options chosen when the sweep started, kept with it.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct SweepOptions {
+    pub baseline: Option<String>,
 }
 
 /// A sweep's current picture, for the control API.
@@ -257,7 +266,11 @@ impl Coordinator {
             })
             .collect();
         let spec_json = serde_json::to_string(&spec).unwrap_or_default();
-        self.blocking(|s| s.create_sweep(&id, &spec_json, now, &rows))?;
+        let options = SweepOptions {
+            baseline: Some(req.baseline.trim().to_string()).filter(|b| !b.is_empty()),
+        };
+        let options_json = serde_json::to_string(&options).unwrap_or_else(|_| "{}".into());
+        self.blocking(|s| s.create_sweep(&id, &spec_json, &options_json, now, &rows))?;
         let sweep = self
             .blocking(|s| s.sweep(&id))?
             .ok_or_else(|| SweepError::NotFound(id.clone()))?;
@@ -452,7 +465,9 @@ impl Coordinator {
             "partial"
         };
         self.blocking(|s| s.end_sweep(id, state, now_unix_ms()))?;
-        match self.blocking(|s| reports::write_sweep_reports(s, &self.config.data_dir, id)) {
+        match self.blocking(|s| {
+            reports::write_sweep_reports(s, &self.config.data_dir, id, self.config.prices.as_ref())
+        }) {
             Ok(dir) => {
                 let dir = dir.display().to_string();
                 self.blocking(|s| s.set_reports_dir(id, &dir))?;

@@ -274,6 +274,7 @@ impl From<&c::PointResult> for v1::PointResult {
                 avg_power_watts: s.avg_power_watts,
                 energy_joules: s.energy_joules,
                 throttle_reasons: s.throttle_reasons.clone(),
+                sm_clock_mhz: s.sm_clock_mhz,
             }),
             c::PointOutcome::Failed { error } => v1::point_result::Outcome::Error(error.clone()),
         };
@@ -322,6 +323,7 @@ impl TryFrom<v1::PointResult> for c::PointResult {
                     avg_power_watts: s.avg_power_watts,
                     energy_joules: s.energy_joules,
                     throttle_reasons: s.throttle_reasons,
+                    sm_clock_mhz: s.sm_clock_mhz,
                 })
             }
             v1::point_result::Outcome::Error(error) => c::PointOutcome::Failed { error },
@@ -371,6 +373,7 @@ mod tests {
             avg_power_watts: None,
             energy_joules: None,
             throttle_reasons: vec![],
+            sm_clock_mhz: None,
         };
         let point = c::PointResult {
             batch_size: 4,

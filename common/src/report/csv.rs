@@ -115,6 +115,7 @@ impl Exporter for CsvExporter {
                 "device",
                 "device_name",
                 "hardware",
+                "generation",
                 "status",
                 "points_measured",
                 "points_failed",
@@ -125,11 +126,25 @@ impl Exporter for CsvExporter {
                 "peak_cpu_memory_mb",
                 "peak_gpu_memory_mb",
                 "daily_samples",
+                "samples_per_joule",
+                "samples_per_dollar",
+                "group_speedup_vs_baseline",
+                "outlier",
+                "outlier_causes",
                 "error",
             ]
             .map(String::from),
         );
         for r in &f.rows {
+            let outlier = f
+                .outliers
+                .iter()
+                .find(|o| o.host == r.host && o.device_id == r.device_id);
+            let speedup = f
+                .groups
+                .iter()
+                .find(|g| g.hardware == r.hardware)
+                .and_then(|g| g.speedup_vs_baseline);
             out.push_str(&line(&[
                 f.sweep_id.clone(),
                 r.host.clone(),
@@ -137,6 +152,7 @@ impl Exporter for CsvExporter {
                 r.device_id.clone(),
                 r.device_name.clone(),
                 r.hardware.clone(),
+                r.generation.clone().unwrap_or_default(),
                 r.status.clone(),
                 r.points_measured.to_string(),
                 r.points_failed.to_string(),
@@ -147,6 +163,11 @@ impl Exporter for CsvExporter {
                 opt(r.peak_cpu_memory_mb),
                 opt(r.peak_gpu_memory_mb),
                 opt(r.daily_samples),
+                opt(r.samples_per_joule),
+                opt(r.samples_per_dollar),
+                opt(speedup),
+                outlier.is_some().to_string(),
+                outlier.map(|o| o.causes.join("; ")).unwrap_or_default(),
                 r.error.clone().unwrap_or_default(),
             ]));
         }

@@ -19,6 +19,8 @@ struct DerivedPoint {
     p99_over_p50: f64,
     gflops_per_second: f64,
     flops_per_sample: f64,
+    /// Share of the GPU's dense peak for the dtype; absent for CPUs and unknown GPUs.
+    share_of_peak: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -45,6 +47,11 @@ impl Exporter for JsonExporter {
                     stability: s.stability(r.spec.min_seconds),
                     p99_over_p50: s.latency.tail_ratio(),
                     gflops_per_second: achieved_gflops(r.model.dims(), p.seq_len, s.throughput),
+                    share_of_peak: crate::hardware::peak_share(
+                        &r.device,
+                        r.model.dtype,
+                        achieved_gflops(r.model.dims(), p.seq_len, s.throughput),
+                    ),
                     flops_per_sample: flops_per_sample(r.model.dims(), p.seq_len),
                 })
             })

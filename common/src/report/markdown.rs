@@ -195,6 +195,7 @@ impl Exporter for MarkdownExporter {
             ("p99/p50", true),
             ("Stability", false),
             ("GFLOP/s", true),
+            ("% of Peak", true),
             ("Iterations", true),
             ("Timed (s)", true),
             ("Power (W)", true),
@@ -202,6 +203,7 @@ impl Exporter for MarkdownExporter {
         ]);
         for p in &r.points {
             if let Some(s) = p.stats() {
+                let gflops = achieved_gflops(r.model.dims(), p.seq_len, s.throughput);
                 let per_joule = s
                     .energy_joules
                     .filter(|j| *j > 0.0)
@@ -217,10 +219,10 @@ impl Exporter for MarkdownExporter {
                     format!("{:.1}%", s.latency.cv * 100.0),
                     format!("{:.2}", s.latency.tail_ratio()),
                     s.stability(r.spec.min_seconds).as_str().to_string(),
-                    format!(
-                        "{:.1}",
-                        achieved_gflops(r.model.dims(), p.seq_len, s.throughput)
-                    ),
+                    format!("{gflops:.1}"),
+                    crate::hardware::peak_share(&r.device, r.model.dtype, gflops)
+                        .map(|x| format!("{:.1}%", x * 100.0))
+                        .unwrap_or_else(|| "-".into()),
                     s.iterations.to_string(),
                     format!("{:.2}", s.timed_seconds),
                     opt_f(s.avg_power_watts, 1),
@@ -376,55 +378,20 @@ impl Exporter for MarkdownExporter {
                 f.totals.simulated_hosts, f.totals.hosts
             );
         }
-        let _ = writeln!(o, "## Sweep\n");
-        let _ = writeln!(o, "- **Spec**: {}\n", f.spec.summary());
-        let _ = writeln!(o, "## Hosts\n");
-        let mut t = Table::new(&[
-            ("Host", false),
-            ("Device", false),
-            ("Hardware", false),
-            ("Status", false),
-            ("Points", true),
-            ("Best Throughput (samples/s)", true),
-            ("at Batch", true),
-            ("Best Latency (ms)", true),
-            ("at Batch", true),
-            ("Peak CPU Memory (MB)", true),
-            ("Peak GPU Memory (MB)", true),
-        ]);
-        for r in &f.rows {
-            t.row(vec![
-                if r.simulated {
-                    format!("{} (simulated)", r.host)
-                } else {
-                    r.host.clone()
-                },
-                if r.device_id == "-" {
-                    "-".into()
-                } else {
-                    format!("{} {}", r.device_id, r.device_name)
-                },
-                r.hardware.clone(),
-                r.status.clone(),
-                format!(
-                    "{}/{}",
-                    r.points_measured,
-                    r.points_measured + r.points_failed
-                ),
-                opt_f(r.best_throughput.map(|b| b.value), 2),
-                r.best_throughput
-                    .map(|b| b.batch_size.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                opt_f(r.best_latency_ms.map(|b| b.value), 2),
-                r.best_latency_ms
-                    .map(|b| b.batch_size.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                opt_f(r.peak_cpu_memory_mb, 2),
-                opt_f(r.peak_gpu_memory_mb, 2),
-            ]);
+        for note in &f.notes {
+            let _ = writeln!(o, "> **Note**: {note}\n");
         }
-        o.push_str(&t.render());
-        let _ = writeln!(o, "\n## Fleet Totals\n");
+        let _ = writeln!(o, "## Sweep\n");
+        let _ = writeln!(o, "- **Spec**: {}", f.spec.summary());
+        if let Some(b) = &f.baseline {
+            let _ = writeln!(o, "- **Baseline for speed-ups**: {b}");
+        }
+        let _ = writeln!(o);
+        fleet_groups(&mut o, f);
+        fleet_hosts(&mut o, f);
+        fleet_outliers(&mut o, f);
+
+        let _ = writeln!(o, "## Fleet Totals\n");
         let tt = &f.totals;
         let _ = writeln!(
             o,
@@ -439,32 +406,237 @@ impl Exporter for MarkdownExporter {
         );
         let _ = writeln!(
             o,
-            "- **Estimated Daily Capacity**: {} samples/day ({:.2} million)",
+            "- **Estimated Daily Capacity**: {} samples/day ({:.2} million)\n",
             thousands(tt.daily_samples),
             tt.daily_samples / 1e6
         );
-        let failures: Vec<_> = f
-            .rows
-            .iter()
-            .filter(|r| r.error.is_some() || r.points_failed > 0)
-            .collect();
-        if !failures.is_empty() {
-            let _ = writeln!(o, "\n## Failures\n");
-            for r in failures {
-                let _ = writeln!(
-                    o,
-                    "- **{}** {}: {}{}",
-                    r.host,
-                    r.device_id,
-                    r.error.as_deref().unwrap_or("completed with failed points"),
-                    if r.points_failed > 0 {
-                        format!(" ({} failed batch sizes)", r.points_failed)
-                    } else {
-                        String::new()
-                    }
-                );
+        if !f.failures.is_empty() {
+            let _ = writeln!(o, "## Failures\n");
+            let mut t = Table::new(&[
+                ("Host", false),
+                ("Device", false),
+                ("Batch Size", true),
+                ("Error", false),
+            ]);
+            for x in &f.failures {
+                t.row(vec![
+                    x.host.clone(),
+                    x.device_id.clone().unwrap_or_else(|| "-".into()),
+                    x.batch_size
+                        .map(|b| b.to_string())
+                        .unwrap_or_else(|| "all".into()),
+                    x.error.replace('|', "/"),
+                ]);
             }
+            o.push_str(&t.render());
+            let _ = writeln!(o);
+        }
+        if let Some(h) = &f.history {
+            let _ = writeln!(o, "## Changes Since Sweep {}\n", h.sweep_a);
+            o.push_str(&history_table(h));
         }
         Ok(o)
     }
+}
+
+fn fleet_groups(o: &mut String, f: &FleetReport) {
+    if f.groups.is_empty() {
+        return;
+    }
+    let _ = writeln!(o, "## Hardware Generations\n");
+    let base = f.baseline.clone().unwrap_or_else(|| "baseline".into());
+    let speedup_header = format!("Speed-up vs {base}");
+    let priced = f.groups.iter().any(|g| g.price_per_gpu_hour.is_some());
+    let mut cols: Vec<(&str, bool)> = vec![
+        ("Hardware", false),
+        ("Generation", false),
+        ("Devices", true),
+        ("Median Best Throughput (samples/s)", true),
+        (speedup_header.as_str(), true),
+        ("Median Best Latency (ms)", true),
+        ("Median Samples/J", true),
+        ("Median Peak GPU Memory (MB)", true),
+    ];
+    if priced {
+        cols.push(("$/GPU-hour", true));
+        cols.push(("Samples/$", true));
+    }
+    let mut t = Table::new(&cols);
+    for g in &f.groups {
+        let mut row = vec![
+            g.hardware.clone(),
+            g.generation.clone().unwrap_or_else(|| "-".into()),
+            if g.simulated_devices > 0 {
+                format!("{} ({} simulated)", g.devices, g.simulated_devices)
+            } else {
+                g.devices.to_string()
+            },
+            format!("{:.2}", g.median_best_throughput),
+            g.speedup_vs_baseline
+                .map(|x| format!("{x:.2}x"))
+                .unwrap_or_else(|| "-".into()),
+            opt_f(g.median_best_latency_ms, 2),
+            opt_f(g.median_samples_per_joule, 2),
+            opt_f(g.median_peak_gpu_memory_mb, 0),
+        ];
+        if priced {
+            row.push(opt_f(g.price_per_gpu_hour, 2));
+            row.push(
+                g.samples_per_dollar
+                    .map(thousands)
+                    .unwrap_or_else(|| "-".into()),
+            );
+        }
+        t.row(row);
+    }
+    o.push_str(&t.render());
+    let _ = writeln!(
+        o,
+        "\n### Throughput by Batch Size (median samples/s per group)\n"
+    );
+    let mut batches: Vec<usize> = f
+        .groups
+        .iter()
+        .flat_map(|g| g.curve.iter().map(|c| c.batch_size))
+        .collect();
+    batches.sort_unstable();
+    batches.dedup();
+    let headers: Vec<String> = std::iter::once("Batch Size".to_string())
+        .chain(f.groups.iter().map(|g| g.hardware.clone()))
+        .collect();
+    let cols: Vec<(&str, bool)> = headers.iter().map(|h| (h.as_str(), true)).collect();
+    let mut t = Table::new(&cols);
+    for b in batches {
+        let mut row = vec![b.to_string()];
+        for g in &f.groups {
+            row.push(opt_f(
+                g.curve
+                    .iter()
+                    .find(|c| c.batch_size == b)
+                    .map(|c| c.throughput),
+                2,
+            ));
+        }
+        t.row(row);
+    }
+    o.push_str(&t.render());
+    let _ = writeln!(o);
+}
+
+fn fleet_hosts(o: &mut String, f: &FleetReport) {
+    let _ = writeln!(o, "## Hosts\n");
+    let mut t = Table::new(&[
+        ("Host", false),
+        ("Device", false),
+        ("Hardware", false),
+        ("Status", false),
+        ("Points", true),
+        ("Best Throughput (samples/s)", true),
+        ("at Batch", true),
+        ("Best Latency (ms)", true),
+        ("at Batch", true),
+        ("Samples/J", true),
+        ("Peak CPU Memory (MB)", true),
+        ("Peak GPU Memory (MB)", true),
+    ]);
+    for r in &f.rows {
+        t.row(vec![
+            if r.simulated {
+                format!("{} (simulated)", r.host)
+            } else {
+                r.host.clone()
+            },
+            if r.device_id == "-" {
+                "-".into()
+            } else {
+                format!("{} {}", r.device_id, r.device_name)
+            },
+            r.hardware.clone(),
+            r.status.clone(),
+            format!(
+                "{}/{}",
+                r.points_measured,
+                r.points_measured + r.points_failed
+            ),
+            opt_f(r.best_throughput.map(|b| b.value), 2),
+            r.best_throughput
+                .map(|b| b.batch_size.to_string())
+                .unwrap_or_else(|| "-".into()),
+            opt_f(r.best_latency_ms.map(|b| b.value), 2),
+            r.best_latency_ms
+                .map(|b| b.batch_size.to_string())
+                .unwrap_or_else(|| "-".into()),
+            opt_f(r.samples_per_joule, 2),
+            opt_f(r.peak_cpu_memory_mb, 2),
+            opt_f(r.peak_gpu_memory_mb, 2),
+        ]);
+    }
+    o.push_str(&t.render());
+    let _ = writeln!(o);
+}
+
+fn fleet_outliers(o: &mut String, f: &FleetReport) {
+    let _ = writeln!(o, "## Outliers\n");
+    if f.outliers.is_empty() {
+        let _ = writeln!(
+            o,
+            "- None: every host is within {:.0}% of its group's median best throughput, with stable measurements\n",
+            crate::report::fleet::OUTLIER_SHORTFALL * 100.0
+        );
+        return;
+    }
+    for x in &f.outliers {
+        let what = match x.shortfall {
+            Some(s) => format!(
+                "{:.0}% below the {} group's median best throughput",
+                s * 100.0,
+                x.hardware
+            ),
+            None => format!("unstable compared with the {} group", x.hardware),
+        };
+        let _ = writeln!(
+            o,
+            "- **{}** ({}): {}. Likely cause: {}.",
+            x.host,
+            x.device_id,
+            what,
+            x.causes.join("; ")
+        );
+    }
+    let _ = writeln!(o);
+}
+
+/// The history section's table, shared with `fleetbench compare`.
+pub(crate) fn history_table(h: &crate::compare::SweepComparison) -> String {
+    let mut t = Table::new(&[
+        ("Host", false),
+        ("Device", false),
+        ("Hardware", false),
+        ("Best Before (samples/s)", true),
+        ("Best Now (samples/s)", true),
+        ("Change", true),
+        ("Verdict", false),
+    ]);
+    for c in &h.hosts {
+        t.row(vec![
+            c.host.clone(),
+            c.device_id.clone(),
+            c.hardware.clone(),
+            opt_f(c.best_a, 2),
+            opt_f(c.best_b, 2),
+            c.change
+                .map(|x| format!("{:+.1}%", x * 100.0))
+                .unwrap_or_else(|| "-".into()),
+            c.verdict.as_str().to_string(),
+        ]);
+    }
+    let mut out = t.render();
+    for name in &h.only_in_a {
+        out.push_str(&format!("\n- {name}: only in sweep {}", h.sweep_a));
+    }
+    for name in &h.only_in_b {
+        out.push_str(&format!("\n- {name}: only in sweep {}", h.sweep_b));
+    }
+    out.push('\n');
+    out
 }

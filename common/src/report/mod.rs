@@ -4,8 +4,10 @@
 
 mod csv;
 mod fleet;
+mod html;
 mod json;
 mod markdown;
+mod svg;
 mod table;
 
 use std::path::{Path, PathBuf};
@@ -13,7 +15,11 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 pub use csv::CsvExporter;
-pub use fleet::{FleetHostRow, FleetReport, FleetTotals, HostOutcome};
+pub use fleet::{
+    CurvePoint, FailureRow, FleetHostRow, FleetOptions, FleetReport, FleetTotals, HardwareGroup,
+    HostOutcome, Outlier, PriceTable,
+};
+pub use html::HtmlExporter;
 pub use json::JsonExporter;
 pub use markdown::MarkdownExporter;
 
@@ -44,6 +50,7 @@ pub fn all_exporters() -> Vec<Box<dyn Exporter>> {
         Box::new(MarkdownExporter),
         Box::new(JsonExporter),
         Box::new(CsvExporter),
+        Box::new(HtmlExporter),
     ]
 }
 
