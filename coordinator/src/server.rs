@@ -12,6 +12,7 @@ use fleetbench_proto::v1::control_server::{Control, ControlServer};
 use fleetbench_proto::v1::{self, agent_message, coordinator_message};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -119,13 +120,13 @@ impl AgentSession for SessionService {
                     }
                     Some(agent_message::Body::Result(r)) => {
                         coordinator.agent_seen(&name, session_id, None);
-                        if let Some(ack) = coordinator.result_received(&name, r) {
+                        if let Some(ack) = coordinator.result_received(&name, r).await {
                             let _ = tx.send(Ok(ack_msg(ack))).await;
                         }
                     }
                     Some(agent_message::Body::Finished(f)) => {
                         coordinator.agent_seen(&name, session_id, None);
-                        match coordinator.sweep_finished(&name, &f) {
+                        match coordinator.sweep_finished(&name, &f).await {
                             Ok(()) => {
                                 let _ = tx
                                     .send(Ok(ack_msg(v1::Ack {
@@ -146,6 +147,7 @@ impl AgentSession for SessionService {
                 }
             };
             if coordinator.fleet.disconnect(&name, session_id) {
+                coordinator.agent_gone(&name);
                 tracing::warn!(agent = %name, %why, "agent disconnected");
             }
         });
@@ -224,6 +226,10 @@ impl Control for ControlService {
                         return;
                     }
                 }
+                // At most a few pictures a second: a big fleet changes far
+                // more often than anyone can read, and each picture costs a
+                // pass over every host.
+                tokio::time::sleep(Duration::from_millis(200)).await;
                 loop {
                     tokio::select! {
                         changed = changes.recv() => match changed {
@@ -319,13 +325,21 @@ pub async fn serve(
         coordinator: coordinator.clone(),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    // Acks are small writes answered by small writes: without TCP_NODELAY,
+    // Nagle's algorithm meets the peer's delayed ACK and each ack waits ~40 ms.
+    let incoming = TcpListenerStream::new(listener).map(|conn| {
+        if let Ok(c) = &conn {
+            let _ = c.set_nodelay(true);
+        }
+        conn
+    });
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(session)
         .add_service(control)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     ticker.abort();
     result.map_err(Into::into)

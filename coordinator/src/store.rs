@@ -12,7 +12,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -75,7 +75,8 @@ const MIGRATIONS: &[&str] = &[
         received_ms INTEGER NOT NULL,
         PRIMARY KEY (sweep_id, host, device_id, batch_size)
     );
-    CREATE INDEX sweeps_by_state ON sweeps(state);",
+    CREATE INDEX sweeps_by_state ON sweeps(state);
+    CREATE INDEX sweep_hosts_by_state ON sweep_hosts(sweep_id, state);",
     // 2: report options chosen with the sweep (e.g. the baseline hardware).
     "ALTER TABLE sweeps ADD COLUMN options_json TEXT NOT NULL DEFAULT '{}';",
 ];
@@ -124,10 +125,10 @@ pub struct ResultRow {
 
 /// A new result, as the session hands it over.
 #[derive(Debug, Clone)]
-pub struct NewResult<'a> {
-    pub sweep_id: &'a str,
-    pub host: &'a str,
-    pub device_id: &'a str,
+pub struct NewResult {
+    pub sweep_id: String,
+    pub host: String,
+    pub device_id: String,
     pub batch_size: i64,
     pub device_json: String,
     pub model_json: String,
@@ -135,6 +136,31 @@ pub struct NewResult<'a> {
     pub point_json: String,
     pub agent_seq: u64,
     pub received_ms: i64,
+}
+
+/// A host's terminal verdict in a sweep.
+#[derive(Debug, Clone)]
+pub struct HostVerdict {
+    pub sweep_id: String,
+    pub host: String,
+    pub state: String,
+    pub error: Option<String>,
+    pub notes: Vec<String>,
+    pub now: i64,
+}
+
+/// A write the group-commit writer batches.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    Result(NewResult),
+    FinishHost(HostVerdict),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Result(Inserted),
+    /// Whether the host's state changed (false: it was already terminal).
+    HostChanged(bool),
 }
 
 /// Whether a result was new.
@@ -264,7 +290,7 @@ impl Store {
         hosts: &[(String, bool, i64)],
     ) -> Result<(), StoreError> {
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute(
                 "INSERT INTO sweeps (id, spec_json, options_json, state, created_ms) VALUES (?1, ?2, ?3, 'running', ?4)",
                 params![id, spec_json, options_json, now],
@@ -361,25 +387,41 @@ impl Store {
         notes: &[String],
         now: i64,
     ) -> Result<bool, StoreError> {
-        let notes_json = serde_json::to_string(notes).unwrap_or_else(|_| "[]".into());
-        let n = self.with(|c| {
-            c.execute(
-                "UPDATE sweep_hosts SET state = ?3, error = ?4, notes_json = ?5, ended_ms = ?6
-                 WHERE sweep_id = ?1 AND host = ?2 AND state NOT IN ('completed', 'failed', 'cancelled')",
-                params![sweep, host, state, error, notes_json, now],
-            )
-        })?;
-        Ok(n > 0)
+        let op = WriteOp::FinishHost(HostVerdict {
+            sweep_id: sweep.into(),
+            host: host.into(),
+            state: state.into(),
+            error: error.map(Into::into),
+            notes: notes.to_vec(),
+            now,
+        });
+        match self.apply(std::slice::from_ref(&op))?.pop() {
+            Some(WriteOutcome::HostChanged(changed)) => Ok(changed),
+            _ => Ok(false),
+        }
     }
 
-    pub fn end_sweep(&self, id: &str, state: &str, now: i64) -> Result<(), StoreError> {
+    /// Number of hosts of a sweep not yet in a terminal state.
+    pub fn unfinished_hosts(&self, sweep: &str) -> Result<i64, StoreError> {
         self.with(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM sweep_hosts WHERE sweep_id = ?1 AND state NOT IN ('completed', 'failed', 'cancelled')",
+                params![sweep],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    /// Ends a running sweep; false when it had already ended (so exactly one
+    /// caller goes on to write its reports).
+    pub fn end_sweep(&self, id: &str, state: &str, now: i64) -> Result<bool, StoreError> {
+        let n = self.with(|c| {
             c.execute(
-                "UPDATE sweeps SET state = ?2, ended_ms = ?3 WHERE id = ?1",
+                "UPDATE sweeps SET state = ?2, ended_ms = ?3 WHERE id = ?1 AND state = 'running'",
                 params![id, state, now],
             )
         })?;
-        Ok(())
+        Ok(n > 0)
     }
 
     pub fn set_reports_dir(&self, id: &str, dir: &str) -> Result<(), StoreError> {
@@ -393,36 +435,62 @@ impl Store {
     }
 
     /// Stores a result once; the commit is durable when this returns.
-    pub fn insert_result(&self, r: &NewResult<'_>) -> Result<Inserted, StoreError> {
+    /// Stores one result; the commit is durable when this returns.
+    pub fn insert_result(&self, r: &NewResult) -> Result<Inserted, StoreError> {
+        match self.apply(&[WriteOp::Result(r.clone())])?.pop() {
+            Some(WriteOutcome::Result(inserted)) => Ok(inserted),
+            _ => Err(StoreError::Corrupt("no outcome for a write".into())),
+        }
+    }
+
+    /// Applies writes in ONE transaction (group commit: one fsync for the
+    /// batch); each gets its own outcome. Durable when this returns.
+    pub fn apply(&self, batch: &[WriteOp]) -> Result<Vec<WriteOutcome>, StoreError> {
         self.with(|c| {
-            let known: Option<i64> = c
-                .query_row(
-                    "SELECT 1 FROM sweep_hosts WHERE sweep_id = ?1 AND host = ?2",
-                    params![r.sweep_id, r.host],
-                    |row| row.get(0),
-                )
-                .optional()?;
-            if known.is_none() {
-                return Ok(Inserted::UnknownSweep);
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut out = Vec::with_capacity(batch.len());
+            {
+                let mut known = tx.prepare_cached("SELECT 1 FROM sweep_hosts WHERE sweep_id = ?1 AND host = ?2")?;
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO results (sweep_id, host, device_id, batch_size, device_json, model_json,
+                         environment_json, point_json, agent_seq, received_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )?;
+                let mut finish = tx.prepare_cached(
+                    "UPDATE sweep_hosts SET state = ?3, error = ?4, notes_json = ?5, ended_ms = ?6
+                     WHERE sweep_id = ?1 AND host = ?2 AND state NOT IN ('completed', 'failed', 'cancelled')",
+                )?;
+                for op in batch {
+                    match op {
+                        WriteOp::Result(r) => {
+                            if !known.exists(params![r.sweep_id, r.host])? {
+                                out.push(WriteOutcome::Result(Inserted::UnknownSweep));
+                                continue;
+                            }
+                            let n = insert.execute(params![
+                                r.sweep_id,
+                                r.host,
+                                r.device_id,
+                                r.batch_size,
+                                r.device_json,
+                                r.model_json,
+                                r.environment_json,
+                                r.point_json,
+                                r.agent_seq as i64,
+                                r.received_ms
+                            ])?;
+                            out.push(WriteOutcome::Result(if n == 1 { Inserted::New } else { Inserted::Duplicate }));
+                        }
+                        WriteOp::FinishHost(v) => {
+                            let notes = serde_json::to_string(&v.notes).unwrap_or_else(|_| "[]".into());
+                            let n = finish.execute(params![v.sweep_id, v.host, v.state, v.error, notes, v.now])?;
+                            out.push(WriteOutcome::HostChanged(n > 0));
+                        }
+                    }
+                }
             }
-            let n = c.execute(
-                "INSERT OR IGNORE INTO results (sweep_id, host, device_id, batch_size, device_json, model_json,
-                     environment_json, point_json, agent_seq, received_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
-                    r.sweep_id,
-                    r.host,
-                    r.device_id,
-                    r.batch_size,
-                    r.device_json,
-                    r.model_json,
-                    r.environment_json,
-                    r.point_json,
-                    r.agent_seq as i64,
-                    r.received_ms
-                ],
-            )?;
-            Ok(if n == 1 { Inserted::New } else { Inserted::Duplicate })
+            tx.commit()?;
+            Ok(out)
         })
     }
 
@@ -463,6 +531,20 @@ impl Store {
         })
     }
 
+    /// Per host of a sweep: (results stored, distinct devices), in one query.
+    pub fn result_counts(
+        &self,
+        sweep: &str,
+    ) -> Result<std::collections::HashMap<String, (i64, i64)>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT host, COUNT(*), COUNT(DISTINCT device_id) FROM results WHERE sweep_id = ?1 GROUP BY host",
+            )?;
+            let rows = st.query_map(params![sweep], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?;
+            rows.collect()
+        })
+    }
+
     pub fn count_results(&self, sweep: &str, host: &str) -> Result<i64, StoreError> {
         self.with(|c| {
             c.query_row(
@@ -490,11 +572,11 @@ fn sweep_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SweepRow> {
 mod tests {
     use super::*;
 
-    fn result<'a>(sweep: &'a str, host: &'a str, batch: i64) -> NewResult<'a> {
+    fn result(sweep: &str, host: &str, batch: i64) -> NewResult {
         NewResult {
-            sweep_id: sweep,
-            host,
-            device_id: "cpu",
+            sweep_id: sweep.into(),
+            host: host.into(),
+            device_id: "cpu".into(),
             batch_size: batch,
             device_json: "{}".into(),
             model_json: "{}".into(),

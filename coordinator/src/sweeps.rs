@@ -20,7 +20,10 @@ use tokio::sync::broadcast;
 
 use crate::fleet::Fleet;
 use crate::reports;
-use crate::store::{Inserted, NewResult, Store, StoreError, SweepRow, TERMINAL_HOST_STATES};
+use crate::store::{
+    HostVerdict, Inserted, NewResult, Store, StoreError, SweepRow, TERMINAL_HOST_STATES,
+};
+use crate::writer::ResultWriter;
 
 #[derive(Debug, Error)]
 pub enum SweepError {
@@ -66,6 +69,7 @@ impl CoordinatorConfig {
 pub struct Coordinator {
     pub config: CoordinatorConfig,
     pub store: Store,
+    writer: ResultWriter,
     pub fleet: Fleet,
     /// Fires with a sweep id whenever that sweep changes; watchers re-read it.
     changes: broadcast::Sender<String>,
@@ -92,11 +96,14 @@ impl Coordinator {
                 config.data_dir.display()
             ))
         })?;
-        let store = Store::open(&config.data_dir.join("fleetbench.db"))?;
+        let path = config.data_dir.join("fleetbench.db");
+        let store = Store::open(&path)?;
+        let writer = ResultWriter::start(&path)?;
         let (changes, _) = broadcast::channel(1024);
         Ok(Arc::new(Coordinator {
             config,
             store,
+            writer,
             fleet: Fleet::default(),
             changes,
         }))
@@ -149,9 +156,14 @@ impl Coordinator {
                 c.active_sweep = hb.active_sweep_id.clone();
             }
         });
-        if heartbeat.is_some() {
-            let _ = self.blocking(|s| s.touch_agent(name, now));
-        }
+        // Liveness lives in memory: persisting every heartbeat would cost an
+        // fsync per agent every few seconds. The store learns it on connect
+        // and disconnect.
+    }
+
+    /// The session ended: remember when the agent was last seen.
+    pub fn agent_gone(&self, name: &str) {
+        let _ = self.blocking(|s| s.touch_agent(name, now_unix_ms()));
     }
 
     pub fn agent_progress(&self, name: &str, session_id: u64, p: &v1::SweepProgress) {
@@ -284,7 +296,7 @@ impl Coordinator {
 
     /// Stores one result; the returned Ack is sent only after the commit.
     /// `None` when it could not be stored: no ack, so the agent resends it.
-    pub fn result_received(&self, host: &str, r: v1::PointResultMsg) -> Option<v1::Ack> {
+    pub async fn result_received(&self, host: &str, r: v1::PointResultMsg) -> Option<v1::Ack> {
         let seq = r.seq;
         let refuse = |reason: String| {
             tracing::warn!(host, seq, %reason, "result refused");
@@ -312,9 +324,9 @@ impl Coordinator {
         let environment: fleetbench_common::RunEnvironment =
             r.environment.map(Into::into).unwrap_or_default();
         let new = NewResult {
-            sweep_id: &r.sweep_id,
-            host,
-            device_id: &device.id,
+            sweep_id: r.sweep_id.clone(),
+            host: host.to_string(),
+            device_id: device.id.clone(),
             batch_size: point.batch_size as i64,
             device_json: to_json(&device),
             model_json: to_json(&model),
@@ -323,7 +335,7 @@ impl Coordinator {
             agent_seq: seq,
             received_ms: now_unix_ms(),
         };
-        match self.blocking(|s| s.insert_result(&new)) {
+        match self.writer.insert(new).await {
             Ok(Inserted::New) => {
                 self.changed(&r.sweep_id);
                 Some(v1::Ack {
@@ -350,21 +362,31 @@ impl Coordinator {
     }
 
     /// An agent finished (or gave up on) a sweep.
-    pub fn sweep_finished(&self, host: &str, f: &v1::SweepFinished) -> Result<(), SweepError> {
-        let (state, error) = if f.ok {
-            ("completed", None)
-        } else {
-            ("failed", Some(f.error.as_str()))
-        };
-        let state = if f.error == "cancelled" {
+    pub async fn sweep_finished(
+        &self,
+        host: &str,
+        f: &v1::SweepFinished,
+    ) -> Result<(), SweepError> {
+        let state = if f.ok {
+            "completed"
+        } else if f.error == "cancelled" {
             "cancelled"
         } else {
-            state
+            "failed"
         };
-        if self
-            .blocking(|s| s.finish_host(&f.sweep_id, host, state, error, &f.notes, now_unix_ms()))?
-        {
-            tracing::info!(sweep = %f.sweep_id, host, state, error = error.unwrap_or(""), "host finished");
+        let verdict = HostVerdict {
+            sweep_id: f.sweep_id.clone(),
+            host: host.to_string(),
+            state: state.to_string(),
+            error: (!f.ok).then(|| f.error.clone()),
+            notes: f.notes.clone(),
+            now: now_unix_ms(),
+        };
+        let changed = self.writer.finish_host(verdict).await.map_err(|e| {
+            StoreError::Corrupt(format!("could not record the host's verdict: {e}"))
+        })?;
+        if changed {
+            tracing::info!(sweep = %f.sweep_id, host, state, error = %f.error, "host finished");
             self.changed(&f.sweep_id);
         }
         self.maybe_end(&f.sweep_id)
@@ -447,13 +469,12 @@ impl Coordinator {
         if sweep.state != "running" {
             return Ok(());
         }
-        let hosts = self.blocking(|s| s.sweep_hosts(id))?;
-        if hosts
-            .iter()
-            .any(|h| !TERMINAL_HOST_STATES.contains(&h.state.as_str()))
-        {
+        // Cheap (an index range) and asked after every host's verdict, so
+        // the full host list is read only once, when the sweep really ends.
+        if self.blocking(|s| s.unfinished_hosts(id))? > 0 {
             return Ok(());
         }
+        let hosts = self.blocking(|s| s.sweep_hosts(id))?;
         let count = |st: &str| hosts.iter().filter(|h| h.state == st).count();
         let state = if count("cancelled") > 0 && count("completed") == 0 {
             "cancelled"
@@ -464,7 +485,9 @@ impl Coordinator {
         } else {
             "partial"
         };
-        self.blocking(|s| s.end_sweep(id, state, now_unix_ms()))?;
+        if !self.blocking(|s| s.end_sweep(id, state, now_unix_ms()))? {
+            return Ok(()); // another session's verdict ended it first
+        }
         match self.blocking(|s| {
             reports::write_sweep_reports(s, &self.config.data_dir, id, self.config.prices.as_ref())
         }) {
@@ -493,15 +516,13 @@ impl Coordinator {
             .as_ref()
             .map(|s| s.batch_sizes.len() as u32)
             .unwrap_or(0);
+        let counts = self.blocking(|s| s.result_counts(id))?;
         let mut statuses = Vec::new();
         for h in &hosts {
-            let stored = self.blocking(|s| s.completed_points(id, &h.host))?;
-            let done = stored.len() as u32;
             // A host measures every batch size on each of its devices; the
             // devices are known once they report.
-            let mut devices: Vec<&str> = stored.iter().map(|(d, _)| d.as_str()).collect();
-            devices.sort_unstable();
-            devices.dedup();
+            let (done, devices) = counts.get(&h.host).copied().unwrap_or((0, 0));
+            let done = done as u32;
             let live = self.fleet.get(&h.host).filter(|c| c.active_sweep == id);
             statuses.push(v1::HostStatus {
                 host: h.host.clone(),
@@ -512,7 +533,7 @@ impl Coordinator {
                 },
                 error: h.error.clone().unwrap_or_default(),
                 points_done: done,
-                points_total: (batches * devices.len().max(1) as u32).max(done),
+                points_total: (batches * devices.max(1) as u32).max(done),
                 current: if h.state == "running" {
                     live.map(|c| c.current).unwrap_or_default()
                 } else {

@@ -1,0 +1,398 @@
+//! fleetbench-loadgen: the coordinator at fleet scale.
+//!
+//! Starts a real `fleetbench serve` process, opens N simulated agent sessions
+//! to it over real gRPC on loopback (one TCP connection per agent by default,
+//! as a real fleet has), starts one sweep on all of them, and has every agent
+//! stream its results as fast as it can. Measures, per N: sessions held,
+//! results stored per second, the time from sending a result to receiving its
+//! acknowledgement (which the coordinator sends only after the result is
+//! committed to disk), the coordinator's resident memory per session and its
+//! CPU use. Prints a Markdown table.
+//!
+//!   fleetbench-loadgen --agents 100,1000,10000 [--points 5] [--per-connection 1]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use fleetbench_common::spec::SweepSpec;
+use fleetbench_common::stats::percentile_sorted;
+use fleetbench_proto::PROTOCOL_VERSION;
+use fleetbench_proto::v1::agent_session_client::AgentSessionClient;
+use fleetbench_proto::v1::control_client::ControlClient;
+use fleetbench_proto::v1::{self, agent_message, coordinator_message};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Parser, Debug)]
+#[command(about = "Load-test a fleetbench coordinator with simulated agent sessions")]
+struct Args {
+    /// Numbers of agents to try, one coordinator each.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
+    agents: Vec<usize>,
+    /// Results each agent streams (one per batch size).
+    #[arg(long, default_value_t = 5)]
+    points: usize,
+    /// Agent sessions sharing one HTTP/2 connection (1: a connection each, like a real fleet).
+    #[arg(long, default_value_t = 1)]
+    per_connection: usize,
+    /// The coordinator binary (default: `fleetbench` next to this one).
+    #[arg(long)]
+    coordinator_bin: Option<PathBuf>,
+}
+
+#[derive(Debug, Default)]
+struct Row {
+    agents: usize,
+    held: usize,
+    connect_s: f64,
+    results: usize,
+    stream_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    rss_idle_mb: f64,
+    rss_mb: f64,
+    cpu_share: f64,
+    end_s: f64,
+}
+
+fn proc_rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// utime + stime of a process, in seconds (USER_HZ is 100 on Linux).
+fn proc_cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the ")" that ends the command name: utime is the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn start_coordinator(bin: &Path, data: &Path) -> (Child, String) {
+    let mut child = Command::new(bin)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--heartbeat-interval",
+            "30",
+            "--data",
+        ])
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the coordinator");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("read the address");
+    let addr = line.trim().trim_start_matches("listening on ").to_string();
+    (child, format!("http://{addr}"))
+}
+
+fn result_msg(sweep_id: &str, batch: usize) -> v1::AgentMessage {
+    // A realistic result: 20 timed iterations, every field filled.
+    let samples: Vec<f64> = (0..20).map(|i| 10.0 + i as f64 * 0.01).collect();
+    let point = fleetbench_common::PointResult {
+        batch_size: batch,
+        seq_len: 128,
+        outcome: fleetbench_common::PointOutcome::Measured(fleetbench_common::PointStats {
+            warmup: 5,
+            iterations: 20,
+            timed_seconds: samples.iter().sum::<f64>() / 1e3,
+            latency: fleetbench_common::stats::LatencySummary::from_samples_ms(&samples)
+                .expect("summary"),
+            throughput: batch as f64 / 0.0101,
+            samples_ms: samples,
+            peak_rss_bytes: Some(1 << 30),
+            gpu_process_bytes: Some(2 << 30),
+            gpu_device_bytes: Some(3 << 30),
+            avg_power_watts: Some(500.0),
+            energy_joules: Some(100.0),
+            throttle_reasons: vec![],
+            sm_clock_mhz: Some(1980.0),
+        }),
+    };
+    let device = fleetbench_common::DeviceDescription {
+        id: "cuda:0".into(),
+        kind: fleetbench_common::DeviceKind::Cuda,
+        name: "H100-SXM".into(),
+        simulated: true,
+    };
+    let model = fleetbench_common::ModelInfo {
+        name: "distilbert-base-uncased-finetuned-sst-2-english".into(),
+        weights: fleetbench_common::WeightsSource::Simulated,
+        hidden_size: 768,
+        layers: 6,
+        heads: 12,
+        intermediate_size: 3072,
+        vocab_size: 30522,
+        max_positions: 512,
+        parameters: 66_955_010,
+        dtype: fleetbench_common::Precision::F32,
+        engine: fleetbench_common::Engine::Fleetbench,
+    };
+    v1::AgentMessage {
+        body: Some(agent_message::Body::Result(v1::PointResultMsg {
+            seq: 0,
+            sweep_id: sweep_id.into(),
+            device: Some((&device).into()),
+            model: Some((&model).into()),
+            point: Some((&point).into()),
+            environment: Some(v1::RunEnvironment {
+                agent_version: "loadgen".into(),
+                ..Default::default()
+            }),
+        })),
+    }
+}
+
+/// One simulated agent: connect, wait for the sweep, stream every result as
+/// fast as possible, record each send-to-ack time, finish, then hold the
+/// session until told to stop.
+async fn agent(
+    channel: Channel,
+    name: String,
+    connected: mpsc::Sender<()>,
+    done: mpsc::Sender<Vec<f64>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut client = AgentSessionClient::new(channel);
+    let (tx, rx) = mpsc::channel(64);
+    let inventory = v1::HostInventory {
+        hostname: name.clone(),
+        simulated: true,
+        ..Default::default()
+    };
+    let hello = v1::Hello {
+        protocol_version: PROTOCOL_VERSION,
+        agent_version: "loadgen".into(),
+        agent_name: name.clone(),
+        inventory: Some(inventory),
+    };
+    let _ = tx
+        .send(v1::AgentMessage {
+            body: Some(agent_message::Body::Hello(hello)),
+        })
+        .await;
+    let Ok(response) = client.session(ReceiverStream::new(rx)).await else {
+        return;
+    };
+    let mut inbound = response.into_inner();
+    let mut sent_at: Vec<Instant> = Vec::new();
+    let mut latencies = Vec::new();
+    let mut expected = 0usize;
+    let mut finished_seq = None;
+    loop {
+        tokio::select! {
+            msg = inbound.message() => {
+                let Ok(Some(msg)) = msg else { return };
+                match msg.body {
+                    Some(coordinator_message::Body::Welcome(_)) => { let _ = connected.send(()).await; }
+                    Some(coordinator_message::Body::RunSweep(run)) => {
+                        let spec: SweepSpec = run.spec.expect("spec").try_into().expect("valid spec");
+                        expected = spec.batch_sizes.len();
+                        for (i, b) in spec.batch_sizes.iter().enumerate() {
+                            let mut m = result_msg(&run.sweep_id, *b);
+                            if let Some(agent_message::Body::Result(r)) = m.body.as_mut() { r.seq = i as u64 + 1; }
+                            sent_at.push(Instant::now());
+                            if tx.send(m).await.is_err() { return; }
+                        }
+                        let seq = expected as u64 + 1;
+                        finished_seq = Some(seq);
+                        let f = v1::SweepFinished { seq, sweep_id: run.sweep_id, ok: true, error: String::new(), notes: vec![] };
+                        let _ = tx.send(v1::AgentMessage { body: Some(agent_message::Body::Finished(f)) }).await;
+                    }
+                    Some(coordinator_message::Body::Ack(ack)) => {
+                        if (1..=expected as u64).contains(&ack.seq) {
+                            latencies.push(sent_at[ack.seq as usize - 1].elapsed().as_secs_f64() * 1e3);
+                        }
+                        if Some(ack.seq) == finished_seq {
+                            let _ = done.send(std::mem::take(&mut latencies)).await;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn run_one(bin: &Path, n: usize, points: usize, per_connection: usize) -> Row {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (mut child, url) = start_coordinator(bin, data.path());
+    let pid = child.id();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_idle = proc_rss_kb(pid);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (conn_tx, mut conn_rx) = mpsc::channel(n.max(1));
+    let (done_tx, mut done_rx) = mpsc::channel(n.max(1));
+    let started = Instant::now();
+    let endpoint = Endpoint::from_shared(url.clone())
+        .expect("url")
+        .connect_timeout(Duration::from_secs(30));
+    let mut channel = None;
+    for i in 0..n {
+        if i % per_connection.max(1) == 0 {
+            // Lazy: connects on first use, so 10,000 agents do not wait on each other.
+            channel = Some(endpoint.connect_lazy());
+        }
+        let ch = channel.clone().expect("channel");
+        tokio::spawn(agent(
+            ch,
+            format!("load-{i:05}"),
+            conn_tx.clone(),
+            done_tx.clone(),
+            stop_rx.clone(),
+        ));
+    }
+    drop(conn_tx);
+    let mut held = 0;
+    while held < n {
+        match tokio::time::timeout(Duration::from_secs(120), conn_rx.recv()).await {
+            Ok(Some(())) => held += 1,
+            _ => break,
+        }
+    }
+    let connect_s = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss = proc_rss_kb(pid);
+
+    let mut control = ControlClient::connect(url.clone()).await.expect("control");
+    let spec = SweepSpec {
+        batch_sizes: (1..=points).collect(),
+        ..SweepSpec::default()
+    };
+    let cpu0 = proc_cpu_s(pid);
+    let t0 = Instant::now();
+    let started_sweep = control
+        .start_sweep(v1::StartSweepRequest {
+            spec: Some((&spec).into()),
+            hosts: vec![],
+            gpu_model: String::new(),
+            deadline_seconds: 3600,
+            baseline: String::new(),
+        })
+        .await
+        .expect("start sweep")
+        .into_inner();
+    let mut latencies: Vec<f64> = Vec::new();
+    let mut finished = 0;
+    while finished < held {
+        match tokio::time::timeout(Duration::from_secs(300), done_rx.recv()).await {
+            Ok(Some(l)) => {
+                latencies.extend(l);
+                finished += 1;
+            }
+            _ => break,
+        }
+    }
+    let stream_s = t0.elapsed().as_secs_f64();
+    let cpu = proc_cpu_s(pid) - cpu0;
+    // The sweep ends when every host finished; then the reports are written.
+    let end = Instant::now();
+    loop {
+        let s = control
+            .get_sweep(v1::GetSweepRequest {
+                sweep_id: started_sweep.sweep_id.clone(),
+            })
+            .await
+            .map(|r| r.into_inner().sweep.unwrap_or_default())
+            .unwrap_or_default();
+        if s.state != "running" && !s.reports_dir.is_empty()
+            || end.elapsed() > Duration::from_secs(600)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let end_s = end.elapsed().as_secs_f64();
+    let _ = stop_tx.send(true);
+    let _ = child.kill();
+    let _ = child.wait();
+
+    latencies.sort_by(f64::total_cmp);
+    Row {
+        agents: n,
+        held,
+        connect_s,
+        results: latencies.len(),
+        stream_s,
+        p50_ms: percentile_sorted(&latencies, 0.5),
+        p99_ms: percentile_sorted(&latencies, 0.99),
+        max_ms: latencies.last().copied().unwrap_or(f64::NAN),
+        rss_idle_mb: rss_idle as f64 / 1024.0,
+        rss_mb: rss as f64 / 1024.0,
+        cpu_share: cpu / stream_s,
+        end_s,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let bin = args.coordinator_bin.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .expect("exe")
+            .parent()
+            .expect("dir")
+            .join("fleetbench")
+    });
+    assert!(
+        bin.exists(),
+        "{} not found: build it with `cargo build --release -p fleetbench-coordinator`",
+        bin.display()
+    );
+    let rows: Arc<Mutex<Vec<Row>>> = Arc::default();
+    for &n in &args.agents {
+        eprintln!("{n} agents ...");
+        let row = run_one(&bin, n, args.points, args.per_connection).await;
+        rows.lock().expect("rows").push(row);
+    }
+    println!(
+        "| agents | sessions held | connect (s) | results | results/s | ack p50 (ms) | ack p99 (ms) | ack max (ms) | RSS idle (MB) | RSS with sessions (MB) | RSS per session (KB) | CPU during streaming | sweep end to reports (s) |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows.lock().expect("rows").iter() {
+        println!(
+            "| {} | {} | {:.2} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0}% | {:.2} |",
+            r.agents,
+            r.held,
+            r.connect_s,
+            r.results,
+            r.results as f64 / r.stream_s,
+            r.p50_ms,
+            r.p99_ms,
+            r.max_ms,
+            r.rss_idle_mb,
+            r.rss_mb,
+            (r.rss_mb - r.rss_idle_mb) * 1024.0 / r.held.max(1) as f64,
+            r.cpu_share * 100.0,
+            r.end_s,
+        );
+    }
+}
