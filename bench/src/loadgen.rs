@@ -272,10 +272,15 @@ async fn run_one(bin: &Path, n: usize, points: usize, per_connection: usize) -> 
     }
     drop(conn_tx);
     let mut held = 0;
+    let mut last_report = Instant::now();
     while held < n {
         match tokio::time::timeout(Duration::from_secs(120), conn_rx.recv()).await {
             Ok(Some(())) => held += 1,
             _ => break,
+        }
+        if last_report.elapsed() > Duration::from_secs(5) {
+            eprintln!("  {held}/{n} sessions welcomed after {:.1} s", started.elapsed().as_secs_f64());
+            last_report = Instant::now();
         }
     }
     let connect_s = started.elapsed().as_secs_f64();

@@ -93,12 +93,25 @@ impl AgentSession for SessionService {
         // Welcome goes first on the channel, before any RunSweep the
         // registration below may queue for this agent.
         let _ = tx.send(Ok(coordinator.welcome())).await;
-        coordinator
-            .agent_registered(&name, &hello.agent_version, &inventory)
-            .map_err(|e| Status::internal(format!("could not register the agent: {e}")))?;
-        tracing::info!(agent = %name, %peer, gpus = inventory.gpus.len(), simulated = inventory.simulated, "agent connected");
-
+        // Registration (a durable write) happens on the session's own task,
+        // after the response is returned: a thousand agents reconnecting at
+        // once must not hold their handshakes open behind each other's commits.
+        let version = hello.agent_version.clone();
         tokio::spawn(async move {
+            if let Err(e) = coordinator
+                .agent_registered(&name, &version, &inventory)
+                .await
+            {
+                tracing::error!(agent = %name, error = %e, "could not register the agent; closing its session");
+                let _ = tx
+                    .send(Err(Status::internal(format!(
+                        "could not register the agent: {e}"
+                    ))))
+                    .await;
+                coordinator.fleet.disconnect(&name, session_id);
+                return;
+            }
+            tracing::info!(agent = %name, %peer, gpus = inventory.gpus.len(), simulated = inventory.simulated, "agent connected");
             let timeout = coordinator.config.heartbeat_timeout;
             let why = loop {
                 let msg = match tokio::time::timeout(timeout, inbound.message()).await {

@@ -33,6 +33,10 @@ pub enum StoreError {
 
 /// Each entry moves the schema one version up. Never edit a released entry:
 /// add a new one.
+const UPSERT_AGENT: &str = "INSERT INTO agents (name, agent_version, inventory_json, simulated, first_seen_ms, last_seen_ms)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+     ON CONFLICT(name) DO UPDATE SET agent_version = ?2, inventory_json = ?3, simulated = ?4, last_seen_ms = ?5";
+
 const MIGRATIONS: &[&str] = &[
     // 1: the first release.
     "CREATE TABLE agents (
@@ -149,11 +153,22 @@ pub struct HostVerdict {
     pub now: i64,
 }
 
+/// An agent as it introduced itself.
+#[derive(Debug, Clone)]
+pub struct AgentRecord {
+    pub name: String,
+    pub version: String,
+    pub inventory_json: String,
+    pub simulated: bool,
+    pub now: i64,
+}
+
 /// A write the group-commit writer batches.
 #[derive(Debug, Clone)]
 pub enum WriteOp {
     Result(NewResult),
     FinishHost(HostVerdict),
+    UpsertAgent(AgentRecord),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +176,7 @@ pub enum WriteOutcome {
     Result(Inserted),
     /// Whether the host's state changed (false: it was already terminal).
     HostChanged(bool),
+    AgentStored,
 }
 
 /// Whether a result was new.
@@ -239,15 +255,19 @@ impl Store {
         simulated: bool,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO agents (name, agent_version, inventory_json, simulated, first_seen_ms, last_seen_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)
-                 ON CONFLICT(name) DO UPDATE SET agent_version = ?2, inventory_json = ?3, simulated = ?4, last_seen_ms = ?5",
-                params![name, version, inventory_json, simulated, now],
-            )
-        })?;
+        self.apply(&[WriteOp::UpsertAgent(AgentRecord {
+            name: name.into(),
+            version: version.into(),
+            inventory_json: inventory_json.into(),
+            simulated,
+            now,
+        })])?;
         Ok(())
+    }
+
+    /// One host's row of a sweep.
+    pub fn sweep_host(&self, sweep: &str, host: &str) -> Result<Option<SweepHostRow>, StoreError> {
+        Ok(self.sweep_hosts_where(sweep, Some(host))?.pop())
     }
 
     pub fn touch_agent(&self, name: &str, now: i64) -> Result<(), StoreError> {
@@ -356,11 +376,20 @@ impl Store {
     }
 
     pub fn sweep_hosts(&self, id: &str) -> Result<Vec<SweepHostRow>, StoreError> {
+        self.sweep_hosts_where(id, None)
+    }
+
+    fn sweep_hosts_where(
+        &self,
+        id: &str,
+        host: Option<&str>,
+    ) -> Result<Vec<SweepHostRow>, StoreError> {
         self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT host, state, error, notes_json, simulated, deadline_ms FROM sweep_hosts WHERE sweep_id = ?1 ORDER BY host",
+            let mut st = c.prepare_cached(
+                "SELECT host, state, error, notes_json, simulated, deadline_ms FROM sweep_hosts
+                 WHERE sweep_id = ?1 AND (?2 IS NULL OR host = ?2) ORDER BY host",
             )?;
-            let rows = st.query_map(params![id], |r| {
+            let rows = st.query_map(params![id, host], |r| {
                 let notes: String = r.get(3)?;
                 Ok(SweepHostRow {
                     host: r.get(0)?,
@@ -456,6 +485,7 @@ impl Store {
                          environment_json, point_json, agent_seq, received_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )?;
+                let mut upsert = tx.prepare_cached(UPSERT_AGENT)?;
                 let mut finish = tx.prepare_cached(
                     "UPDATE sweep_hosts SET state = ?3, error = ?4, notes_json = ?5, ended_ms = ?6
                      WHERE sweep_id = ?1 AND host = ?2 AND state NOT IN ('completed', 'failed', 'cancelled')",
@@ -480,6 +510,10 @@ impl Store {
                                 r.received_ms
                             ])?;
                             out.push(WriteOutcome::Result(if n == 1 { Inserted::New } else { Inserted::Duplicate }));
+                        }
+                        WriteOp::UpsertAgent(a) => {
+                            upsert.execute(params![a.name, a.version, a.inventory_json, a.simulated, a.now])?;
+                            out.push(WriteOutcome::AgentStored);
                         }
                         WriteOp::FinishHost(v) => {
                             let notes = serde_json::to_string(&v.notes).unwrap_or_else(|_| "[]".into());

@@ -21,7 +21,8 @@ use tokio::sync::broadcast;
 use crate::fleet::Fleet;
 use crate::reports;
 use crate::store::{
-    HostVerdict, Inserted, NewResult, Store, StoreError, SweepRow, TERMINAL_HOST_STATES,
+    AgentRecord, HostVerdict, Inserted, NewResult, Store, StoreError, SweepRow,
+    TERMINAL_HOST_STATES,
 };
 use crate::writer::ResultWriter;
 
@@ -125,22 +126,26 @@ impl Coordinator {
     // ----- agents -------------------------------------------------------------
 
     /// An agent said Hello: record it and resend what it still owes.
-    pub fn agent_registered(
+    pub async fn agent_registered(
         &self,
         name: &str,
         version: &str,
         inventory: &HostInventory,
     ) -> Result<(), SweepError> {
-        let now = now_unix_ms();
-        let inventory_json = serde_json::to_string(inventory).unwrap_or_else(|_| "{}".into());
-        self.blocking(|s| {
-            s.upsert_agent(name, version, &inventory_json, inventory.simulated, now)
-        })?;
+        let record = AgentRecord {
+            name: name.to_string(),
+            version: version.to_string(),
+            inventory_json: serde_json::to_string(inventory).unwrap_or_else(|_| "{}".into()),
+            simulated: inventory.simulated,
+            now: now_unix_ms(),
+        };
+        self.writer
+            .upsert_agent(record)
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("could not record the agent: {e}")))?;
         for sweep in self.blocking(|s| s.running_sweeps())? {
-            let hosts = self.blocking(|s| s.sweep_hosts(&sweep.id))?;
-            if let Some(h) = hosts
-                .iter()
-                .find(|h| h.host == name && !TERMINAL_HOST_STATES.contains(&h.state.as_str()))
+            if let Some(h) = self.blocking(|s| s.sweep_host(&sweep.id, name))?
+                && !TERMINAL_HOST_STATES.contains(&h.state.as_str())
             {
                 self.send_run(&sweep, name, h.deadline_ms)?;
             }

@@ -12,7 +12,9 @@ use std::path::Path;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{HostVerdict, Inserted, NewResult, Store, StoreError, WriteOp, WriteOutcome};
+use crate::store::{
+    AgentRecord, HostVerdict, Inserted, NewResult, Store, StoreError, WriteOp, WriteOutcome,
+};
 
 /// Largest batch per transaction: bounds the latency one commit adds.
 const MAX_BATCH: usize = 1024;
@@ -77,7 +79,7 @@ impl ResultWriter {
     pub async fn insert(&self, result: NewResult) -> Result<Inserted, String> {
         match self.submit(WriteOp::Result(result)).await? {
             WriteOutcome::Result(inserted) => Ok(inserted),
-            WriteOutcome::HostChanged(_) => Err("unexpected write outcome".into()),
+            _ => Err("unexpected write outcome".into()),
         }
     }
 
@@ -85,7 +87,12 @@ impl ResultWriter {
     pub async fn finish_host(&self, verdict: HostVerdict) -> Result<bool, String> {
         match self.submit(WriteOp::FinishHost(verdict)).await? {
             WriteOutcome::HostChanged(changed) => Ok(changed),
-            WriteOutcome::Result(_) => Err("unexpected write outcome".into()),
+            _ => Err("unexpected write outcome".into()),
         }
+    }
+
+    /// Records an agent's introduction (name, version, inventory).
+    pub async fn upsert_agent(&self, agent: AgentRecord) -> Result<(), String> {
+        self.submit(WriteOp::UpsertAgent(agent)).await.map(|_| ())
     }
 }
