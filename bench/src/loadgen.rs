@@ -279,7 +279,10 @@ async fn run_one(bin: &Path, n: usize, points: usize, per_connection: usize) -> 
             _ => break,
         }
         if last_report.elapsed() > Duration::from_secs(5) {
-            eprintln!("  {held}/{n} sessions welcomed after {:.1} s", started.elapsed().as_secs_f64());
+            eprintln!(
+                "  {held}/{n} sessions welcomed after {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
             last_report = Instant::now();
         }
     }

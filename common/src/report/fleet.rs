@@ -613,6 +613,188 @@ mod tests {
         );
     }
 
+    use crate::result::{
+        DeviceDescription, GpuInfo, HostInventory, ModelInfo, PointOutcome, PointResult, PointStats,
+    };
+    use crate::spec::{Engine, Precision};
+    use crate::stats::LatencySummary;
+
+    /// A GPU host whose points reach `throughputs` (batch, samples/s).
+    fn machine(
+        host: &str,
+        gpu: &str,
+        throughputs: &[(usize, f64)],
+        throttled: bool,
+    ) -> MachineReport {
+        let points = throughputs
+            .iter()
+            .map(|&(b, t)| {
+                let ms = 1e3 * b as f64 / t;
+                PointResult {
+                    batch_size: b,
+                    seq_len: 128,
+                    outcome: PointOutcome::Measured(PointStats {
+                        warmup: 1,
+                        iterations: 2,
+                        timed_seconds: 2.0 * ms / 1e3,
+                        latency: LatencySummary::from_samples_ms(&[ms, ms]).expect("summary"),
+                        throughput: t,
+                        samples_ms: vec![ms, ms],
+                        peak_rss_bytes: None,
+                        gpu_process_bytes: None,
+                        gpu_device_bytes: None,
+                        avg_power_watts: None,
+                        energy_joules: Some(b as f64 * 2.0 / 4.0),
+                        throttle_reasons: if throttled {
+                            vec!["hw-thermal".into()]
+                        } else {
+                            vec![]
+                        },
+                        sm_clock_mhz: None,
+                    }),
+                }
+            })
+            .collect();
+        MachineReport {
+            generated_at: String::new(),
+            host: HostInventory {
+                hostname: host.into(),
+                gpus: vec![GpuInfo {
+                    index: 0,
+                    name: gpu.into(),
+                    driver_version: "580".into(),
+                    ..GpuInfo::default()
+                }],
+                ..HostInventory::default()
+            },
+            device: DeviceDescription {
+                id: "cuda:0".into(),
+                kind: DeviceKind::Cuda,
+                name: gpu.into(),
+                simulated: false,
+            },
+            model: ModelInfo {
+                name: "m".into(),
+                weights: crate::result::WeightsSource::Random { seed: 1 },
+                hidden_size: 768,
+                layers: 6,
+                heads: 12,
+                intermediate_size: 3072,
+                vocab_size: 30522,
+                max_positions: 512,
+                parameters: 66_955_010,
+                dtype: Precision::F32,
+                engine: Engine::Fleetbench,
+            },
+            spec: SweepSpec::default(),
+            points,
+            environment: Default::default(),
+            notes: vec![],
+        }
+    }
+
+    fn outcome(host: &str) -> HostOutcome {
+        HostOutcome {
+            host: host.into(),
+            status: "completed".into(),
+            error: None,
+            simulated: false,
+        }
+    }
+
+    #[test]
+    fn groups_speedups_and_outliers_match_hand_computation() {
+        let machines = vec![
+            machine(
+                "h1",
+                "NVIDIA H100 80GB HBM3",
+                &[(8, 600.0), (16, 1000.0)],
+                false,
+            ),
+            machine(
+                "h2",
+                "NVIDIA H100 80GB HBM3",
+                &[(8, 500.0), (16, 800.0)],
+                true,
+            ),
+            machine("t1", "Tesla T4", &[(8, 90.0), (16, 100.0)], false),
+        ];
+        let outcomes: Vec<HostOutcome> = ["h1", "h2", "t1"].iter().map(|h| outcome(h)).collect();
+        let prices = PriceTable::parse("T4,0.5").expect("prices");
+        let options = FleetOptions {
+            baseline: None,
+            prices: Some(prices),
+        };
+        let r = FleetReport::build(
+            "s",
+            "completed",
+            &SweepSpec::default(),
+            &machines,
+            &outcomes,
+            &options,
+            String::new(),
+        );
+
+        // H100 group: median of 1000 and 800 = 900; T4: 100. Baseline: the slowest (T4).
+        assert_eq!(r.baseline.as_deref(), Some("T4"));
+        assert_eq!(
+            r.groups
+                .iter()
+                .map(|g| g.hardware.as_str())
+                .collect::<Vec<_>>(),
+            ["H100-SXM", "T4"]
+        );
+        assert_eq!(r.groups[0].median_best_throughput, 900.0);
+        assert_eq!(r.groups[0].speedup_vs_baseline, Some(9.0));
+        assert_eq!(r.groups[1].speedup_vs_baseline, Some(1.0));
+        // Group curve at batch 8: median of 600 and 500.
+        assert_eq!(
+            r.groups[0].curve[0],
+            CurvePoint {
+                batch_size: 8,
+                throughput: 550.0,
+                latency_ms: (1e3 * 8.0 / 600.0 + 1e3 * 8.0 / 500.0) / 2.0
+            }
+        );
+        // Samples per joule at the best batch (16): 16 × 2 iterations / 8 J = 4.
+        assert_eq!(
+            r.rows
+                .iter()
+                .find(|x| x.host == "t1")
+                .and_then(|x| x.samples_per_joule),
+            Some(4.0)
+        );
+        // T4 at 100 samples/s and $0.50 an hour: 720,000 samples per dollar.
+        assert_eq!(r.groups[1].samples_per_dollar, Some(720_000.0));
+        // h2 is 1 - 800/900 = 11.1% below its group's median: an outlier, and it throttled.
+        assert_eq!(r.outliers.len(), 1);
+        let o = &r.outliers[0];
+        assert_eq!(o.host, "h2");
+        assert!((o.shortfall.expect("shortfall") - (1.0 - 800.0 / 900.0)).abs() < 1e-12);
+        assert!(o.causes[0].contains("hw-thermal"), "{:?}", o.causes);
+        assert_eq!(r.totals.total_best_throughput, 1900.0);
+    }
+
+    #[test]
+    fn an_unknown_baseline_falls_back_to_the_slowest_with_a_note() {
+        let machines = vec![machine("t1", "Tesla T4", &[(8, 100.0)], false)];
+        let options = FleetOptions {
+            baseline: Some("B200".into()),
+            prices: None,
+        };
+        let r = FleetReport::build(
+            "s",
+            "completed",
+            &SweepSpec::default(),
+            &machines,
+            &[outcome("t1")],
+            &options,
+            String::new(),
+        );
+        assert_eq!(r.baseline.as_deref(), Some("T4"));
+        assert!(r.notes[0].contains("baseline 'B200' is not among"));
+    }
+
     #[test]
     fn medians_and_modes_are_robust() {
         assert_eq!(median(vec![3.0, 1.0, 100.0]), Some(3.0));
