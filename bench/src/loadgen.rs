@@ -44,6 +44,9 @@ struct Args {
     coordinator_bin: Option<PathBuf>,
 }
 
+/// Sessions whose response headers arrived (for diagnosing stalls).
+static HEADERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 #[derive(Debug, Default)]
 struct Row {
     agents: usize,
@@ -197,9 +200,14 @@ async fn agent(
             body: Some(agent_message::Body::Hello(hello)),
         })
         .await;
-    let Ok(response) = client.session(ReceiverStream::new(rx)).await else {
-        return;
+    let response = match client.session(ReceiverStream::new(rx)).await {
+        Ok(r) => r,
+        Err(status) => {
+            eprintln!("  {name}: session refused: {status}");
+            return;
+        }
     };
+    HEADERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut inbound = response.into_inner();
     let mut sent_at: Vec<Instant> = Vec::new();
     let mut latencies = Vec::new();

@@ -50,6 +50,7 @@ fi
 if [ ! -e "$cuda_home/lib/stubs/libcuda.so" ]; then
   echo "== fetching libcuda.so (link-time only) from Debian's non-free libcuda1"
   apt_dir=$(mktemp -d)
+  chmod 755 "$apt_dir"   # apt's download user (_apt) must be able to write there
   mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial" "$apt_dir/etc/sources.list.d"
   # The system's own Debian sources, with the components that hold libcuda1.
   sed -e 's/^Components:.*/Components: main contrib non-free/' /etc/apt/sources.list.d/debian.sources \
@@ -60,8 +61,9 @@ if [ ! -e "$cuda_home/lib/stubs/libcuda.so" ]; then
   (cd "$apt_dir" && apt-get "${apt_opts[@]}" download libcuda1 >/dev/null)
   dpkg -x "$apt_dir"/libcuda1_*.deb "$apt_dir/root"
   mkdir -p "$cuda_home/lib/stubs"
-  cp -a "$apt_dir"/root/usr/lib/x86_64-linux-gnu/libcuda.so* "$cuda_home/lib/stubs/"
-  (cd "$cuda_home/lib/stubs" && [ -e libcuda.so ] || ln -sf "$(ls libcuda.so.* | head -n 1)" libcuda.so)
+  # Debian keeps it under nvidia/current/ (alternatives pick the driver).
+  find "$apt_dir/root" -name 'libcuda.so*' \( -type f -o -type l \) -exec cp -a {} "$cuda_home/lib/stubs/" \;
+  (cd "$cuda_home/lib/stubs" && { [ -e libcuda.so ] || ln -sf "$(ls libcuda.so.* | head -n 1)" libcuda.so; })
   rm -rf "$apt_dir"
 fi
 
