@@ -279,6 +279,10 @@ async fn run_one(bin: &Path, n: usize, points: usize, per_connection: usize) -> 
         ));
     }
     drop(conn_tx);
+    eprintln!(
+        "  spawned {n} agents in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
     let mut held = 0;
     let mut last_report = Instant::now();
     while held < n {
