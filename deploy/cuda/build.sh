@@ -16,8 +16,8 @@
 #
 # Environment: CUDA_COMPUTE_CAP (default 90 = H100/H200; 80 gives PTX every
 # newer card can JIT), FLEETBENCH_CUDA_DIR (toolkit cache, default
-# ~/.cache/fleetbench/cuda-13.0), CARGO_TARGET_DIR (default
-# ~/.cache/fleetbench/target-cuda: a CUDA build must not overwrite the CPU one).
+# ~/.cache/fleetbench/cuda-13.0), FLEETBENCH_CUDA_TARGET_DIR (default
+# ~/.cache/fleetbench/target-cuda).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mode=${1:-build}
@@ -72,7 +72,9 @@ export PATH="$cuda_home/bin:$PATH"
 export LIBRARY_PATH="$cuda_home/lib:$cuda_home/lib/stubs${LIBRARY_PATH:+:$LIBRARY_PATH}"
 export LD_LIBRARY_PATH="$cuda_home/lib:$cuda_home/lib/stubs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fleetbench/target-cuda}"
+# Its own target directory, whatever CARGO_TARGET_DIR says: CUDA artifacts
+# must neither evict nor be mistaken for the CPU build's.
+export CARGO_TARGET_DIR="${FLEETBENCH_CUDA_TARGET_DIR:-$HOME/.cache/fleetbench/target-cuda}"
 nvcc --version | tail -n 2
 
 case "$mode" in
