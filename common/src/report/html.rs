@@ -10,8 +10,8 @@ use std::fmt::Write as _;
 use super::fleet::HardwareGroup;
 use super::markdown::thousands;
 use super::svg::{Bar, BarChart, LineChart, NEUTRAL, Series, escape, palette};
+use super::tables;
 use super::{Exporter, FleetReport, ReportError};
-use crate::flops::achieved_gflops;
 use crate::insights::{Insights, MB};
 use crate::result::{DeviceKind, MachineReport};
 use crate::spec::join_batch_sizes;
@@ -52,10 +52,6 @@ fn opt_f(v: Option<f64>, prec: usize) -> String {
     v.filter(|v| v.is_finite())
         .map(|v| format!("{v:.prec$}"))
         .unwrap_or_else(|| "-".to_string())
-}
-
-fn opt_mb(bytes: Option<u64>) -> String {
-    opt_f(bytes.map(|b| b as f64 / MB), 2)
 }
 
 /// Escapes `s` and turns the Markdown `**bold**` of the insight wording into `<strong>`.
@@ -107,51 +103,6 @@ fn figure(o: &mut String, svg: &str, caption: &str) {
         "<figure>\n{svg}\n<figcaption>{}</figcaption>\n</figure>",
         escape(caption)
     );
-}
-
-/// An HTML table; cells are plain text and escaped when rendered.
-struct HtmlTable {
-    headers: Vec<(String, bool)>,
-    rows: Vec<(Vec<String>, Option<&'static str>)>,
-}
-
-impl HtmlTable {
-    /// Columns are given as (header, numeric), numeric ones right-aligned.
-    fn new(columns: &[(&str, bool)]) -> HtmlTable {
-        HtmlTable {
-            headers: columns.iter().map(|(h, n)| (h.to_string(), *n)).collect(),
-            rows: Vec::new(),
-        }
-    }
-
-    /// A row, optionally with a class (`simulated`, `failed`).
-    fn row(&mut self, cells: Vec<String>, class: Option<&'static str>) {
-        debug_assert_eq!(cells.len(), self.headers.len());
-        self.rows.push((cells, class));
-    }
-
-    fn render(&self, o: &mut String) {
-        let cls = |numeric: bool| if numeric { " class=\"num\"" } else { "" };
-        o.push_str("<div class=\"table-wrap\"><table>\n<thead><tr>");
-        for (h, n) in &self.headers {
-            let _ = write!(o, "<th scope=\"col\"{}>{}</th>", cls(*n), escape(h));
-        }
-        o.push_str("</tr></thead>\n<tbody>\n");
-        for (cells, class) in &self.rows {
-            match class {
-                Some(c) => {
-                    let _ = write!(o, "<tr class=\"{c}\">");
-                }
-                None => o.push_str("<tr>"),
-            }
-            for (i, c) in cells.iter().enumerate() {
-                let numeric = self.headers.get(i).is_some_and(|h| h.1);
-                let _ = write!(o, "<td{}>{}</td>", cls(numeric), escape(c));
-            }
-            o.push_str("</tr>\n");
-        }
-        o.push_str("</tbody>\n</table></div>\n");
-    }
 }
 
 fn device_word(kind: DeviceKind) -> &'static str {
@@ -348,26 +299,7 @@ impl Exporter for HtmlExporter {
 
         if !f.failures.is_empty() {
             let _ = writeln!(o, "<h2>Failures</h2>");
-            let mut t = HtmlTable::new(&[
-                ("Host", false),
-                ("Device", false),
-                ("Batch Size", true),
-                ("Error", false),
-            ]);
-            for x in &f.failures {
-                t.row(
-                    vec![
-                        x.host.clone(),
-                        x.device_id.clone().unwrap_or_else(|| "-".into()),
-                        x.batch_size
-                            .map(|b| b.to_string())
-                            .unwrap_or_else(|| "all".into()),
-                        x.error.clone(),
-                    ],
-                    Some("failed"),
-                );
-            }
-            t.render(&mut o);
+            tables::fleet_failures(f).render_html(&mut o);
         }
         if let Some(h) = &f.history {
             let _ = writeln!(o, "<h2>Changes Since Sweep {}</h2>", escape(&h.sweep_a));
@@ -377,32 +309,7 @@ impl Exporter for HtmlExporter {
                 escape(&h.sweep_a),
                 escape(&h.sweep_b)
             );
-            let mut t = HtmlTable::new(&[
-                ("Host", false),
-                ("Device", false),
-                ("Hardware", false),
-                ("Best Before (samples/s)", true),
-                ("Best Now (samples/s)", true),
-                ("Change", true),
-                ("Verdict", false),
-            ]);
-            for c in &h.hosts {
-                t.row(
-                    vec![
-                        c.host.clone(),
-                        c.device_id.clone(),
-                        c.hardware.clone(),
-                        opt_f(c.best_a, 2),
-                        opt_f(c.best_b, 2),
-                        c.change
-                            .map(|x| format!("{:+.1}%", x * 100.0))
-                            .unwrap_or_else(|| "-".into()),
-                        format!("{:?}", c.verdict).to_lowercase(),
-                    ],
-                    None,
-                );
-            }
-            t.render(&mut o);
+            tables::history(h).render_html(&mut o);
         }
         page_end(&mut o);
         Ok(o)
@@ -487,38 +394,7 @@ fn machine_model_and_system(o: &mut String, r: &MachineReport) {
 
 fn machine_metrics(o: &mut String, r: &MachineReport) {
     let _ = writeln!(o, "<h2>Key Performance Metrics</h2>");
-    let mut t = HtmlTable::new(&[
-        ("Batch Size", true),
-        ("Latency (ms)", true),
-        ("Throughput (samples/sec)", true),
-        ("CPU Memory (MB)", true),
-        ("GPU Memory (MB)", true),
-    ]);
-    for p in &r.points {
-        match p.stats() {
-            Some(s) => t.row(
-                vec![
-                    p.batch_size.to_string(),
-                    format!("{:.2}", s.latency.mean_ms),
-                    format!("{:.2}", s.throughput),
-                    opt_mb(s.peak_rss_bytes),
-                    opt_mb(s.gpu_process_bytes.or(s.gpu_device_bytes)),
-                ],
-                None,
-            ),
-            None => t.row(
-                vec![
-                    p.batch_size.to_string(),
-                    "failed".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                ],
-                Some("failed"),
-            ),
-        }
-    }
-    t.render(o);
+    tables::machine_metrics(r).render_html(o);
 
     // The two charts: throughput, and latency with its tail.
     let sim = if r.simulated() { " (simulated)" } else { "" };
@@ -582,57 +458,7 @@ fn machine_metrics(o: &mut String, r: &MachineReport) {
     );
 
     let _ = writeln!(o, "<h3>Latency Distribution and Stability</h3>");
-    let mut t = HtmlTable::new(&[
-        ("Batch Size", true),
-        ("p50 (ms)", true),
-        ("p90 (ms)", true),
-        ("p99 (ms)", true),
-        ("Min (ms)", true),
-        ("Max (ms)", true),
-        ("Std (ms)", true),
-        ("CV", true),
-        ("p99/p50", true),
-        ("Stability", false),
-        ("GFLOP/s", true),
-        ("% of Peak", true),
-        ("Iterations", true),
-        ("Timed (s)", true),
-        ("Power (W)", true),
-        ("Samples/J", true),
-    ]);
-    for p in &r.points {
-        if let Some(s) = p.stats() {
-            let gflops = achieved_gflops(r.model.dims(), p.seq_len, s.throughput);
-            let per_joule = s
-                .energy_joules
-                .filter(|j| *j > 0.0)
-                .map(|j| (p.batch_size as f64 * s.iterations as f64) / j);
-            t.row(
-                vec![
-                    p.batch_size.to_string(),
-                    format!("{:.2}", s.latency.p50_ms),
-                    format!("{:.2}", s.latency.p90_ms),
-                    format!("{:.2}", s.latency.p99_ms),
-                    format!("{:.2}", s.latency.min_ms),
-                    format!("{:.2}", s.latency.max_ms),
-                    format!("{:.2}", s.latency.std_ms),
-                    format!("{:.1}%", s.latency.cv * 100.0),
-                    opt_f(Some(s.latency.tail_ratio()), 2),
-                    s.stability(r.spec.min_seconds).as_str().to_string(),
-                    format!("{gflops:.1}"),
-                    crate::hardware::peak_share(&r.device, r.model.dtype, gflops)
-                        .map(|x| format!("{:.1}%", x * 100.0))
-                        .unwrap_or_else(|| "-".into()),
-                    s.iterations.to_string(),
-                    format!("{:.2}", s.timed_seconds),
-                    opt_f(s.avg_power_watts, 1),
-                    opt_f(per_joule, 2),
-                ],
-                None,
-            );
-        }
-    }
-    t.render(o);
+    tables::machine_distribution(r).render_html(o);
     let failed: Vec<_> = r
         .points
         .iter()
@@ -763,56 +589,9 @@ fn fleet_groups(o: &mut String, f: &FleetReport) {
             "<p>No device completed a batch size, so there are no hardware generations to compare.</p>"
         );
     } else {
-        let base = f.baseline.clone().unwrap_or_else(|| "baseline".into());
-        let speedup_header = format!("Speed-up vs {base}");
-        let priced = f.groups.iter().any(|g| g.price_per_gpu_hour.is_some());
-        let mut cols: Vec<(&str, bool)> = vec![
-            ("Hardware", false),
-            ("Generation", false),
-            ("Devices", true),
-            ("Median Best Throughput (samples/s)", true),
-            (speedup_header.as_str(), true),
-            ("Median Best Latency (ms)", true),
-            ("Median Samples/J", true),
-            ("Median Peak GPU Memory (MB)", true),
-        ];
-        if priced {
-            cols.push(("$/GPU-hour", true));
-            cols.push(("Samples/$", true));
+        if let Some(t) = tables::fleet_groups(f) {
+            t.render_html(o);
         }
-        let mut t = HtmlTable::new(&cols);
-        for g in &f.groups {
-            let mut row = vec![
-                g.hardware.clone(),
-                g.generation.clone().unwrap_or_else(|| "-".into()),
-                if g.simulated_devices > 0 {
-                    format!("{} ({} simulated)", g.devices, g.simulated_devices)
-                } else {
-                    g.devices.to_string()
-                },
-                format!("{:.2}", g.median_best_throughput),
-                g.speedup_vs_baseline
-                    .map(|x| format!("{x:.2}x"))
-                    .unwrap_or_else(|| "-".into()),
-                opt_f(g.median_best_latency_ms, 2),
-                opt_f(g.median_samples_per_joule, 2),
-                opt_f(g.median_peak_gpu_memory_mb, 0),
-            ];
-            if priced {
-                row.push(opt_f(g.price_per_gpu_hour, 2));
-                row.push(
-                    g.samples_per_dollar
-                        .map(thousands)
-                        .unwrap_or_else(|| "-".into()),
-                );
-            }
-            t.row(
-                row,
-                (g.simulated_devices > 0 && g.simulated_devices >= g.devices)
-                    .then_some("simulated"),
-            );
-        }
-        t.render(o);
     }
 
     // Samples per joule per group.
@@ -852,25 +631,7 @@ fn fleet_groups(o: &mut String, f: &FleetReport) {
     batches.sort_unstable();
     batches.dedup();
     if !f.groups.is_empty() {
-        let headers: Vec<String> = std::iter::once("Batch Size".to_string())
-            .chain(f.groups.iter().map(|g| g.hardware.clone()))
-            .collect();
-        let cols: Vec<(&str, bool)> = headers.iter().map(|h| (h.as_str(), true)).collect();
-        let mut t = HtmlTable::new(&cols);
-        for b in &batches {
-            let mut row = vec![b.to_string()];
-            for g in &f.groups {
-                row.push(opt_f(
-                    g.curve
-                        .iter()
-                        .find(|c| c.batch_size == *b)
-                        .map(|c| c.throughput),
-                    2,
-                ));
-            }
-            t.row(row, None);
-        }
-        t.render(o);
+        tables::fleet_throughput_by_batch(f).render_html(o);
     }
 
     let curve_chart = |title: &str, y_label: &str, y: fn(&super::fleet::CurvePoint) -> f64| {
@@ -914,62 +675,7 @@ fn fleet_groups(o: &mut String, f: &FleetReport) {
 
 fn fleet_hosts(o: &mut String, f: &FleetReport) {
     let _ = writeln!(o, "<h2>Hosts</h2>");
-    let mut t = HtmlTable::new(&[
-        ("Host", false),
-        ("Device", false),
-        ("Hardware", false),
-        ("Status", false),
-        ("Points", true),
-        ("Best Throughput (samples/s)", true),
-        ("at Batch", true),
-        ("Best Latency (ms)", true),
-        ("at Batch", true),
-        ("Samples/J", true),
-        ("Peak CPU Memory (MB)", true),
-        ("Peak GPU Memory (MB)", true),
-    ]);
-    for r in &f.rows {
-        t.row(
-            vec![
-                if r.simulated {
-                    format!("{} (simulated)", r.host)
-                } else {
-                    r.host.clone()
-                },
-                if r.device_id == "-" {
-                    "-".into()
-                } else {
-                    format!("{} {}", r.device_id, r.device_name)
-                },
-                r.hardware.clone(),
-                r.status.clone(),
-                format!(
-                    "{}/{}",
-                    r.points_measured,
-                    r.points_measured + r.points_failed
-                ),
-                opt_f(r.best_throughput.map(|b| b.value), 2),
-                r.best_throughput
-                    .map(|b| b.batch_size.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                opt_f(r.best_latency_ms.map(|b| b.value), 2),
-                r.best_latency_ms
-                    .map(|b| b.batch_size.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                opt_f(r.samples_per_joule, 2),
-                opt_f(r.peak_cpu_memory_mb, 2),
-                opt_f(r.peak_gpu_memory_mb, 2),
-            ],
-            if r.simulated {
-                Some("simulated")
-            } else if r.best_throughput.is_none() {
-                Some("failed")
-            } else {
-                None
-            },
-        );
-    }
-    t.render(o);
+    tables::fleet_hosts(f).render_html(o);
 
     let mut chart = BarChart::new("Best throughput per host", "Best throughput (samples/s)");
     chart.bars = f

@@ -2,9 +2,8 @@
 
 use std::fmt::Write as _;
 
-use super::table::Table;
+use super::tables;
 use super::{Exporter, FleetReport, ReportError};
-use crate::flops::achieved_gflops;
 use crate::insights::{Insights, MB};
 use crate::result::{DeviceKind, MachineReport};
 use crate::spec::join_batch_sizes;
@@ -12,13 +11,13 @@ use crate::spec::join_batch_sizes;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MarkdownExporter;
 
-fn opt_mb(bytes: Option<u64>) -> String {
+pub(crate) fn opt_mb(bytes: Option<u64>) -> String {
     bytes
         .map(|b| format!("{:.2}", b as f64 / MB))
         .unwrap_or_else(|| "-".to_string())
 }
 
-fn opt_f(v: Option<f64>, prec: usize) -> String {
+pub(crate) fn opt_f(v: Option<f64>, prec: usize) -> String {
     v.map(|v| format!("{v:.prec$}"))
         .unwrap_or_else(|| "-".to_string())
 }
@@ -154,83 +153,11 @@ impl Exporter for MarkdownExporter {
         let _ = writeln!(o);
 
         let _ = writeln!(o, "## Key Performance Metrics\n");
-        let mut t = Table::new(&[
-            ("Batch Size", true),
-            ("Latency (ms)", true),
-            ("Throughput (samples/sec)", true),
-            ("CPU Memory (MB)", true),
-            ("GPU Memory (MB)", true),
-        ]);
-        for p in &r.points {
-            match p.stats() {
-                Some(s) => t.row(vec![
-                    format!("{:.2}", p.batch_size as f64),
-                    format!("{:.2}", s.latency.mean_ms),
-                    format!("{:.2}", s.throughput),
-                    opt_mb(s.peak_rss_bytes),
-                    opt_mb(s.gpu_process_bytes.or(s.gpu_device_bytes)),
-                ]),
-                None => t.row(vec![
-                    format!("{:.2}", p.batch_size as f64),
-                    "failed".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                ]),
-            }
-        }
-        o.push_str(&t.render());
+        o.push_str(&tables::machine_metrics(r).render());
         let _ = writeln!(o);
 
         let _ = writeln!(o, "### Latency Distribution and Stability\n");
-        let mut t = Table::new(&[
-            ("Batch Size", true),
-            ("p50 (ms)", true),
-            ("p90 (ms)", true),
-            ("p99 (ms)", true),
-            ("Min (ms)", true),
-            ("Max (ms)", true),
-            ("Std (ms)", true),
-            ("CV", true),
-            ("p99/p50", true),
-            ("Stability", false),
-            ("GFLOP/s", true),
-            ("% of Peak", true),
-            ("Iterations", true),
-            ("Timed (s)", true),
-            ("Power (W)", true),
-            ("Samples/J", true),
-        ]);
-        for p in &r.points {
-            if let Some(s) = p.stats() {
-                let gflops = achieved_gflops(r.model.dims(), p.seq_len, s.throughput);
-                let per_joule = s
-                    .energy_joules
-                    .filter(|j| *j > 0.0)
-                    .map(|j| (p.batch_size as f64 * s.iterations as f64) / j);
-                t.row(vec![
-                    p.batch_size.to_string(),
-                    format!("{:.2}", s.latency.p50_ms),
-                    format!("{:.2}", s.latency.p90_ms),
-                    format!("{:.2}", s.latency.p99_ms),
-                    format!("{:.2}", s.latency.min_ms),
-                    format!("{:.2}", s.latency.max_ms),
-                    format!("{:.2}", s.latency.std_ms),
-                    format!("{:.1}%", s.latency.cv * 100.0),
-                    format!("{:.2}", s.latency.tail_ratio()),
-                    s.stability(r.spec.min_seconds).as_str().to_string(),
-                    format!("{gflops:.1}"),
-                    crate::hardware::peak_share(&r.device, r.model.dtype, gflops)
-                        .map(|x| format!("{:.1}%", x * 100.0))
-                        .unwrap_or_else(|| "-".into()),
-                    s.iterations.to_string(),
-                    format!("{:.2}", s.timed_seconds),
-                    opt_f(s.avg_power_watts, 1),
-                    opt_f(per_joule, 2),
-                ]);
-            }
-        }
-        o.push_str(&t.render());
+        o.push_str(&tables::machine_distribution(r).render());
         let failed: Vec<_> = r
             .points
             .iter()
@@ -412,23 +339,7 @@ impl Exporter for MarkdownExporter {
         );
         if !f.failures.is_empty() {
             let _ = writeln!(o, "## Failures\n");
-            let mut t = Table::new(&[
-                ("Host", false),
-                ("Device", false),
-                ("Batch Size", true),
-                ("Error", false),
-            ]);
-            for x in &f.failures {
-                t.row(vec![
-                    x.host.clone(),
-                    x.device_id.clone().unwrap_or_else(|| "-".into()),
-                    x.batch_size
-                        .map(|b| b.to_string())
-                        .unwrap_or_else(|| "all".into()),
-                    x.error.replace('|', "/"),
-                ]);
-            }
-            o.push_str(&t.render());
+            o.push_str(&tables::fleet_failures(f).render());
             let _ = writeln!(o);
         }
         if let Some(h) = &f.history {
@@ -444,134 +355,20 @@ fn fleet_groups(o: &mut String, f: &FleetReport) {
         return;
     }
     let _ = writeln!(o, "## Hardware Generations\n");
-    let base = f.baseline.clone().unwrap_or_else(|| "baseline".into());
-    let speedup_header = format!("Speed-up vs {base}");
-    let priced = f.groups.iter().any(|g| g.price_per_gpu_hour.is_some());
-    let mut cols: Vec<(&str, bool)> = vec![
-        ("Hardware", false),
-        ("Generation", false),
-        ("Devices", true),
-        ("Median Best Throughput (samples/s)", true),
-        (speedup_header.as_str(), true),
-        ("Median Best Latency (ms)", true),
-        ("Median Samples/J", true),
-        ("Median Peak GPU Memory (MB)", true),
-    ];
-    if priced {
-        cols.push(("$/GPU-hour", true));
-        cols.push(("Samples/$", true));
+    if let Some(t) = tables::fleet_groups(f) {
+        o.push_str(&t.render());
     }
-    let mut t = Table::new(&cols);
-    for g in &f.groups {
-        let mut row = vec![
-            g.hardware.clone(),
-            g.generation.clone().unwrap_or_else(|| "-".into()),
-            if g.simulated_devices > 0 {
-                format!("{} ({} simulated)", g.devices, g.simulated_devices)
-            } else {
-                g.devices.to_string()
-            },
-            format!("{:.2}", g.median_best_throughput),
-            g.speedup_vs_baseline
-                .map(|x| format!("{x:.2}x"))
-                .unwrap_or_else(|| "-".into()),
-            opt_f(g.median_best_latency_ms, 2),
-            opt_f(g.median_samples_per_joule, 2),
-            opt_f(g.median_peak_gpu_memory_mb, 0),
-        ];
-        if priced {
-            row.push(opt_f(g.price_per_gpu_hour, 2));
-            row.push(
-                g.samples_per_dollar
-                    .map(thousands)
-                    .unwrap_or_else(|| "-".into()),
-            );
-        }
-        t.row(row);
-    }
-    o.push_str(&t.render());
     let _ = writeln!(
         o,
         "\n### Throughput by Batch Size (median samples/s per group)\n"
     );
-    let mut batches: Vec<usize> = f
-        .groups
-        .iter()
-        .flat_map(|g| g.curve.iter().map(|c| c.batch_size))
-        .collect();
-    batches.sort_unstable();
-    batches.dedup();
-    let headers: Vec<String> = std::iter::once("Batch Size".to_string())
-        .chain(f.groups.iter().map(|g| g.hardware.clone()))
-        .collect();
-    let cols: Vec<(&str, bool)> = headers.iter().map(|h| (h.as_str(), true)).collect();
-    let mut t = Table::new(&cols);
-    for b in batches {
-        let mut row = vec![b.to_string()];
-        for g in &f.groups {
-            row.push(opt_f(
-                g.curve
-                    .iter()
-                    .find(|c| c.batch_size == b)
-                    .map(|c| c.throughput),
-                2,
-            ));
-        }
-        t.row(row);
-    }
-    o.push_str(&t.render());
+    o.push_str(&tables::fleet_throughput_by_batch(f).render());
     let _ = writeln!(o);
 }
 
 fn fleet_hosts(o: &mut String, f: &FleetReport) {
     let _ = writeln!(o, "## Hosts\n");
-    let mut t = Table::new(&[
-        ("Host", false),
-        ("Device", false),
-        ("Hardware", false),
-        ("Status", false),
-        ("Points", true),
-        ("Best Throughput (samples/s)", true),
-        ("at Batch", true),
-        ("Best Latency (ms)", true),
-        ("at Batch", true),
-        ("Samples/J", true),
-        ("Peak CPU Memory (MB)", true),
-        ("Peak GPU Memory (MB)", true),
-    ]);
-    for r in &f.rows {
-        t.row(vec![
-            if r.simulated {
-                format!("{} (simulated)", r.host)
-            } else {
-                r.host.clone()
-            },
-            if r.device_id == "-" {
-                "-".into()
-            } else {
-                format!("{} {}", r.device_id, r.device_name)
-            },
-            r.hardware.clone(),
-            r.status.clone(),
-            format!(
-                "{}/{}",
-                r.points_measured,
-                r.points_measured + r.points_failed
-            ),
-            opt_f(r.best_throughput.map(|b| b.value), 2),
-            r.best_throughput
-                .map(|b| b.batch_size.to_string())
-                .unwrap_or_else(|| "-".into()),
-            opt_f(r.best_latency_ms.map(|b| b.value), 2),
-            r.best_latency_ms
-                .map(|b| b.batch_size.to_string())
-                .unwrap_or_else(|| "-".into()),
-            opt_f(r.samples_per_joule, 2),
-            opt_f(r.peak_cpu_memory_mb, 2),
-            opt_f(r.peak_gpu_memory_mb, 2),
-        ]);
-    }
-    o.push_str(&t.render());
+    o.push_str(&tables::fleet_hosts(f).render());
     let _ = writeln!(o);
 }
 
@@ -608,29 +405,7 @@ fn fleet_outliers(o: &mut String, f: &FleetReport) {
 
 /// The history section's table, shared with `fleetbench compare`.
 pub(crate) fn history_table(h: &crate::compare::SweepComparison) -> String {
-    let mut t = Table::new(&[
-        ("Host", false),
-        ("Device", false),
-        ("Hardware", false),
-        ("Best Before (samples/s)", true),
-        ("Best Now (samples/s)", true),
-        ("Change", true),
-        ("Verdict", false),
-    ]);
-    for c in &h.hosts {
-        t.row(vec![
-            c.host.clone(),
-            c.device_id.clone(),
-            c.hardware.clone(),
-            opt_f(c.best_a, 2),
-            opt_f(c.best_b, 2),
-            c.change
-                .map(|x| format!("{:+.1}%", x * 100.0))
-                .unwrap_or_else(|| "-".into()),
-            c.verdict.as_str().to_string(),
-        ]);
-    }
-    let mut out = t.render();
+    let mut out = tables::history(h).render();
     for name in &h.only_in_a {
         out.push_str(&format!("\n- {name}: only in sweep {}", h.sweep_a));
     }

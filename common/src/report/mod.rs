@@ -9,6 +9,7 @@ mod json;
 mod markdown;
 mod svg;
 mod table;
+mod tables;
 
 use std::path::{Path, PathBuf};
 

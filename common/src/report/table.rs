@@ -4,6 +4,8 @@ pub(crate) struct Table {
     headers: Vec<String>,
     right_aligned: Vec<bool>,
     rows: Vec<Vec<String>>,
+    /// Per row, an optional class for formats that can style rows (HTML).
+    classes: Vec<Option<&'static str>>,
 }
 
 impl Table {
@@ -13,12 +15,44 @@ impl Table {
             headers: columns.iter().map(|(h, _)| h.to_string()).collect(),
             right_aligned: columns.iter().map(|(_, r)| *r).collect(),
             rows: Vec::new(),
+            classes: Vec::new(),
         }
     }
 
     pub(crate) fn row(&mut self, cells: Vec<String>) {
+        self.row_with_class(None, cells);
+    }
+
+    /// A row with a class (`simulated`, `failed`) that HTML uses for styling.
+    pub(crate) fn row_with_class(&mut self, class: Option<&'static str>, cells: Vec<String>) {
         debug_assert_eq!(cells.len(), self.headers.len());
         self.rows.push(cells);
+        self.classes.push(class);
+    }
+
+    /// As an HTML table; every cell is escaped.
+    pub(crate) fn render_html(&self, o: &mut String) {
+        use std::fmt::Write as _;
+        let escape = super::svg::escape;
+        let cls = |numeric: bool| if numeric { " class=\"num\"" } else { "" };
+        o.push_str("<div class=\"table-wrap\"><table>\n<thead><tr>");
+        for (h, n) in self.headers.iter().zip(&self.right_aligned) {
+            let _ = write!(o, "<th scope=\"col\"{}>{}</th>", cls(*n), escape(h));
+        }
+        o.push_str("</tr></thead>\n<tbody>\n");
+        for (cells, class) in self.rows.iter().zip(&self.classes) {
+            match class {
+                Some(c) => {
+                    let _ = write!(o, "<tr class=\"{c}\">");
+                }
+                None => o.push_str("<tr>"),
+            }
+            for (cell, numeric) in cells.iter().zip(&self.right_aligned) {
+                let _ = write!(o, "<td{}>{}</td>", cls(*numeric), escape(cell));
+            }
+            o.push_str("</tr>\n");
+        }
+        o.push_str("</tbody>\n</table></div>\n");
     }
 
     pub(crate) fn render(&self) -> String {
