@@ -39,6 +39,10 @@ struct Args {
     /// Agent sessions sharing one HTTP/2 connection (1: a connection each, like a real fleet).
     #[arg(long, default_value_t = 1)]
     per_connection: usize,
+    /// Sessions opened per second (0: all at once). Real fleets arrive spread
+    /// out, agents reconnecting after a coordinator restart with jittered backoff.
+    #[arg(long, default_value_t = 0)]
+    ramp_per_second: usize,
     /// The coordinator binary (default: `fleetbench` next to this one).
     #[arg(long)]
     coordinator_bin: Option<PathBuf>,
@@ -249,7 +253,7 @@ async fn agent(
     }
 }
 
-async fn run_one(bin: &Path, n: usize, points: usize, per_connection: usize) -> Row {
+async fn run_one(bin: &Path, n: usize, points: usize, per_connection: usize, ramp: usize) -> Row {
     let data = tempfile::tempdir().expect("tempdir");
     let (mut child, url) = start_coordinator(bin, data.path());
     let pid = child.id();
@@ -265,6 +269,9 @@ async fn run_one(bin: &Path, n: usize, points: usize, per_connection: usize) -> 
         .connect_timeout(Duration::from_secs(30));
     let mut channel = None;
     for i in 0..n {
+        if ramp > 0 && i > 0 && i % (ramp / 10).max(1) == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         if i % per_connection.max(1) == 0 {
             // Lazy: connects on first use, so 10,000 agents do not wait on each other.
             channel = Some(endpoint.connect_lazy());
@@ -390,7 +397,14 @@ async fn main() {
     let rows: Arc<Mutex<Vec<Row>>> = Arc::default();
     for &n in &args.agents {
         eprintln!("{n} agents ...");
-        let row = run_one(&bin, n, args.points, args.per_connection).await;
+        let row = run_one(
+            &bin,
+            n,
+            args.points,
+            args.per_connection,
+            args.ramp_per_second,
+        )
+        .await;
         rows.lock().expect("rows").push(row);
     }
     println!(
