@@ -213,6 +213,40 @@ impl Insights {
         insights
     }
 
+    /// The report's closing paragraph, in the seed's wording; `device` is
+    /// "CPU" or "CUDA".
+    pub fn conclusion(&self, device: &str, simulated: bool) -> String {
+        let (Some(t), Some(l)) = (self.best_throughput, self.best_latency_ms) else {
+            return format!(
+                "No batch size completed on {device}, so no performance conclusion can be drawn; see the failed batch sizes above."
+            );
+        };
+        let mut c = format!(
+            "The DistilBERT model demonstrates {:.2} samples/second maximum throughput and {:.2} ms minimum latency on {device}{}.",
+            t.value,
+            l.value,
+            if simulated { " (simulated)" } else { "" }
+        );
+        if let Some(e) = self.scaling_efficiency {
+            c.push_str(&format!(
+                " The model shows {} scaling efficiency ({e:.2}) with larger batch sizes{}.",
+                self.scaling_word(),
+                if e < 0.7 {
+                    ", suggesting resource limitations"
+                } else {
+                    ""
+                }
+            ));
+        }
+        if let Some(d) = self.daily_samples {
+            c.push_str(&format!(
+                " At optimal settings, this configuration can process approximately {:.2} million samples per day.",
+                d / 1e6
+            ));
+        }
+        c
+    }
+
     /// "poor", "moderate" or "good", as the conclusion words it.
     pub fn scaling_word(&self) -> &'static str {
         match self.scaling_efficiency {
@@ -377,6 +411,10 @@ mod tests {
         let daily = ins.daily_samples.expect("daily");
         assert_eq!(format!("{:.2}", daily / 1e6), "53.26");
         assert_eq!(ins.scaling_word(), "poor");
+        assert_eq!(
+            ins.conclusion("CUDA", false),
+            "The DistilBERT model demonstrates 616.49 samples/second maximum throughput and 15.56 ms minimum latency on CUDA. The model shows poor scaling efficiency (0.07) with larger batch sizes, suggesting resource limitations. At optimal settings, this configuration can process approximately 53.26 million samples per day."
+        );
         assert!(ins.bottlenecks[0].starts_with("Throughput plateaus for large batch sizes"));
         assert_eq!(
             ins.recommendations[0],

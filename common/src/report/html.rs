@@ -193,40 +193,7 @@ impl Exporter for HtmlExporter {
         machine_insights(&mut o, &ins);
 
         let _ = writeln!(o, "<h2>Conclusion</h2>");
-        match (ins.best_throughput, ins.best_latency_ms) {
-            (Some(t), Some(l)) => {
-                let mut c = format!(
-                    "The DistilBERT model demonstrates {:.2} samples/second maximum throughput and {:.2} ms minimum latency on {word}{sim}.",
-                    t.value, l.value
-                );
-                if let Some(e) = ins.scaling_efficiency {
-                    let _ = write!(
-                        c,
-                        " The model shows {} scaling efficiency ({e:.2}) with larger batch sizes{}.",
-                        ins.scaling_word(),
-                        if e < 0.7 {
-                            ", suggesting resource limitations"
-                        } else {
-                            ""
-                        }
-                    );
-                }
-                if let Some(d) = ins.daily_samples {
-                    let _ = write!(
-                        c,
-                        " At optimal settings, this configuration can process approximately {:.2} million samples per day.",
-                        d / 1e6
-                    );
-                }
-                let _ = writeln!(o, "<p>{}</p>", escape(&c));
-            }
-            _ => {
-                let _ = writeln!(
-                    o,
-                    "<p>No batch size completed on {word}, so no performance conclusion can be drawn; see the failed batch sizes above.</p>"
-                );
-            }
-        }
+        let _ = writeln!(o, "<p>{}</p>", escape(&ins.conclusion(word, r.simulated())));
         page_end(&mut o);
         Ok(o)
     }

@@ -250,43 +250,7 @@ impl Exporter for MarkdownExporter {
         let _ = writeln!(o);
 
         let _ = writeln!(o, "## Conclusion\n");
-        match (ins.best_throughput, ins.best_latency_ms) {
-            (Some(t), Some(l)) => {
-                let _ = write!(
-                    o,
-                    "The DistilBERT model demonstrates {:.2} samples/second maximum throughput and {:.2} ms minimum latency on {device_word}{}.",
-                    t.value,
-                    l.value,
-                    if r.simulated() { " (simulated)" } else { "" }
-                );
-                if let Some(e) = ins.scaling_efficiency {
-                    let _ = write!(
-                        o,
-                        " The model shows {} scaling efficiency ({e:.2}) with larger batch sizes{}.",
-                        ins.scaling_word(),
-                        if e < 0.7 {
-                            ", suggesting resource limitations"
-                        } else {
-                            ""
-                        }
-                    );
-                }
-                if let Some(d) = ins.daily_samples {
-                    let _ = write!(
-                        o,
-                        " At optimal settings, this configuration can process approximately {:.2} million samples per day.",
-                        d / 1e6
-                    );
-                }
-                let _ = writeln!(o);
-            }
-            _ => {
-                let _ = writeln!(
-                    o,
-                    "No batch size completed on {device_word}, so no performance conclusion can be drawn; see the failed batch sizes above."
-                );
-            }
-        }
+        let _ = writeln!(o, "{}", ins.conclusion(device_word, r.simulated()));
         Ok(o)
     }
 
