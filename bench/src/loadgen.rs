@@ -43,10 +43,26 @@ struct Args {
     /// out, agents reconnecting after a coordinator restart with jittered backoff.
     #[arg(long, default_value_t = 0)]
     ramp_per_second: usize,
+    /// Only open sessions to this running coordinator, report how many were
+    /// welcomed, and exit (for splitting a fleet over several processes).
+    #[arg(long)]
+    connect_only: Option<String>,
+    /// With --connect-only: keep the sessions open this long after counting.
+    #[arg(long, default_value_t = 0)]
+    hold_seconds: u64,
+    /// Prefix of the agent names (distinct per process with --connect-only).
+    #[arg(long, default_value = "load")]
+    name_prefix: String,
     /// The coordinator binary (default: `fleetbench` next to this one).
     #[arg(long)]
     coordinator_bin: Option<PathBuf>,
 }
+
+fn prefix() -> String {
+    PREFIX.get().cloned().unwrap_or_else(|| "load".into())
+}
+
+static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// Sessions whose response headers arrived (for diagnosing stalls).
 static HEADERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -279,7 +295,7 @@ async fn run_one(bin: &Path, n: usize, points: usize, per_connection: usize, ram
         let ch = channel.clone().expect("channel");
         tokio::spawn(agent(
             ch,
-            format!("load-{i:05}"),
+            format!("{}-{i:05}", prefix()),
             conn_tx.clone(),
             done_tx.clone(),
             stop_rx.clone(),
@@ -379,9 +395,52 @@ async fn run_one(bin: &Path, n: usize, points: usize, per_connection: usize, ram
     }
 }
 
+/// Opens `n` sessions to a running coordinator and counts the Welcomes.
+async fn connect_only(url: &str, n: usize, per_connection: usize) -> usize {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // The sessions live as long as the process: the sender must not drop.
+    std::mem::forget(stop_tx);
+    let (conn_tx, mut conn_rx) = mpsc::channel(n.max(1));
+    let (done_tx, _done_rx) = mpsc::channel(n.max(1));
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .expect("url")
+        .connect_timeout(Duration::from_secs(30));
+    let mut channel = None;
+    for i in 0..n {
+        if i % per_connection.max(1) == 0 {
+            channel = Some(endpoint.connect_lazy());
+        }
+        let ch = channel.clone().expect("channel");
+        tokio::spawn(agent(
+            ch,
+            format!("{}-{i:05}", prefix()),
+            conn_tx.clone(),
+            done_tx.clone(),
+            stop_rx.clone(),
+        ));
+    }
+    drop(conn_tx);
+    let started = Instant::now();
+    let mut held = 0;
+    while held < n && started.elapsed() < Duration::from_secs(60) {
+        if let Ok(Some(())) = tokio::time::timeout(Duration::from_secs(5), conn_rx.recv()).await {
+            held += 1;
+        }
+    }
+    held
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    let _ = PREFIX.set(args.name_prefix.clone());
+    if let Some(url) = &args.connect_only {
+        let n = args.agents.first().copied().unwrap_or(0);
+        let held = connect_only(url, n, args.per_connection).await;
+        println!("{held}/{n} sessions welcomed");
+        tokio::time::sleep(Duration::from_secs(args.hold_seconds)).await;
+        return;
+    }
     let bin = args.coordinator_bin.clone().unwrap_or_else(|| {
         std::env::current_exe()
             .expect("exe")
