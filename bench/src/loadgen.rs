@@ -280,27 +280,7 @@ async fn run_one(bin: &Path, n: usize, points: usize, per_connection: usize, ram
     let (conn_tx, mut conn_rx) = mpsc::channel(n.max(1));
     let (done_tx, mut done_rx) = mpsc::channel(n.max(1));
     let started = Instant::now();
-    let endpoint = Endpoint::from_shared(url.clone())
-        .expect("url")
-        .connect_timeout(Duration::from_secs(30));
-    let mut channel = None;
-    for i in 0..n {
-        if ramp > 0 && i > 0 && i % (ramp / 10).max(1) == 0 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        if i % per_connection.max(1) == 0 {
-            // Lazy: connects on first use, so 10,000 agents do not wait on each other.
-            channel = Some(endpoint.connect_lazy());
-        }
-        let ch = channel.clone().expect("channel");
-        tokio::spawn(agent(
-            ch,
-            format!("{}-{i:05}", prefix()),
-            conn_tx.clone(),
-            done_tx.clone(),
-            stop_rx.clone(),
-        ));
-    }
+    spawn_agents(&url, n, per_connection, ramp, &conn_tx, &done_tx, &stop_rx).await;
     drop(conn_tx);
     eprintln!(
         "  spawned {n} agents in {:.2} s",
@@ -395,6 +375,41 @@ async fn run_one(bin: &Path, n: usize, points: usize, per_connection: usize, ram
     }
 }
 
+/// Spawns `n` agent tasks, `per_connection` of them sharing an HTTP/2
+/// connection, at most `ramp` new sessions a second (0: all at once).
+#[allow(clippy::too_many_arguments)]
+async fn spawn_agents(
+    url: &str,
+    n: usize,
+    per_connection: usize,
+    ramp: usize,
+    connected: &mpsc::Sender<()>,
+    done: &mpsc::Sender<Vec<f64>>,
+    stop: &watch::Receiver<bool>,
+) {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .expect("url")
+        .connect_timeout(Duration::from_secs(30));
+    let mut channel = None;
+    for i in 0..n {
+        if ramp > 0 && i > 0 && i % (ramp / 10).max(1) == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if i % per_connection.max(1) == 0 {
+            // Lazy: connects on first use, so 10,000 agents do not wait on each other.
+            channel = Some(endpoint.connect_lazy());
+        }
+        let ch = channel.clone().expect("channel");
+        tokio::spawn(agent(
+            ch,
+            format!("{}-{i:05}", prefix()),
+            connected.clone(),
+            done.clone(),
+            stop.clone(),
+        ));
+    }
+}
+
 /// Opens `n` sessions to a running coordinator and counts the Welcomes.
 async fn connect_only(url: &str, n: usize, per_connection: usize) -> usize {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -402,23 +417,7 @@ async fn connect_only(url: &str, n: usize, per_connection: usize) -> usize {
     std::mem::forget(stop_tx);
     let (conn_tx, mut conn_rx) = mpsc::channel(n.max(1));
     let (done_tx, _done_rx) = mpsc::channel(n.max(1));
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .expect("url")
-        .connect_timeout(Duration::from_secs(30));
-    let mut channel = None;
-    for i in 0..n {
-        if i % per_connection.max(1) == 0 {
-            channel = Some(endpoint.connect_lazy());
-        }
-        let ch = channel.clone().expect("channel");
-        tokio::spawn(agent(
-            ch,
-            format!("{}-{i:05}", prefix()),
-            conn_tx.clone(),
-            done_tx.clone(),
-            stop_rx.clone(),
-        ));
-    }
+    spawn_agents(url, n, per_connection, 0, &conn_tx, &done_tx, &stop_rx).await;
     drop(conn_tx);
     let started = Instant::now();
     let mut held = 0;

@@ -106,6 +106,22 @@ pub struct Outlier {
     pub causes: Vec<String>,
 }
 
+impl Outlier {
+    /// "27% below the A100-80GB group's median best throughput. Likely cause: ...",
+    /// the wording every report format uses.
+    pub fn summary(&self) -> String {
+        let what = match self.shortfall {
+            Some(s) => format!(
+                "{:.0}% below the {} group's median best throughput",
+                s * 100.0,
+                self.hardware
+            ),
+            None => format!("unstable compared with the {} group", self.hardware),
+        };
+        format!("{what}. Likely cause: {}.", self.causes.join("; "))
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FailureRow {
     pub host: String,
@@ -310,6 +326,20 @@ impl FleetReport {
             history: None,
             notes,
         }
+    }
+}
+
+impl FleetReport {
+    /// Every batch size any group measured, ascending.
+    pub fn batch_sizes(&self) -> Vec<usize> {
+        let mut batches: Vec<usize> = self
+            .groups
+            .iter()
+            .flat_map(|g| g.curve.iter().map(|c| c.batch_size))
+            .collect();
+        batches.sort_unstable();
+        batches.dedup();
+        batches
     }
 }
 

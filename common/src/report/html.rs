@@ -590,13 +590,6 @@ fn fleet_groups(o: &mut String, f: &FleetReport) {
         o,
         "<h3>Throughput by Batch Size (median samples/s per group)</h3>"
     );
-    let mut batches: Vec<usize> = f
-        .groups
-        .iter()
-        .flat_map(|g| g.curve.iter().map(|c| c.batch_size))
-        .collect();
-    batches.sort_unstable();
-    batches.dedup();
     if !f.groups.is_empty() {
         tables::fleet_throughput_by_batch(f).render_html(o);
     }
@@ -690,21 +683,12 @@ fn fleet_outliers(o: &mut String, f: &FleetReport) {
         );
     }
     for x in &f.outliers {
-        let what = match x.shortfall {
-            Some(s) => format!(
-                "{:.0}% below the {} group's median best throughput",
-                s * 100.0,
-                x.hardware
-            ),
-            None => format!("unstable compared with the {} group", x.hardware),
-        };
         let _ = writeln!(
             o,
-            "<li><strong>{}</strong> ({}): {}. Likely cause: {}.</li>",
+            "<li><strong>{}</strong> ({}): {}</li>",
             escape(&x.host),
             escape(&x.device_id),
-            escape(&what),
-            escape(&x.causes.join("; "))
+            escape(&x.summary())
         );
     }
     o.push_str("</ul>\n");

@@ -347,22 +347,7 @@ fn fleet_outliers(o: &mut String, f: &FleetReport) {
         return;
     }
     for x in &f.outliers {
-        let what = match x.shortfall {
-            Some(s) => format!(
-                "{:.0}% below the {} group's median best throughput",
-                s * 100.0,
-                x.hardware
-            ),
-            None => format!("unstable compared with the {} group", x.hardware),
-        };
-        let _ = writeln!(
-            o,
-            "- **{}** ({}): {}. Likely cause: {}.",
-            x.host,
-            x.device_id,
-            what,
-            x.causes.join("; ")
-        );
+        let _ = writeln!(o, "- **{}** ({}): {}", x.host, x.device_id, x.summary());
     }
     let _ = writeln!(o);
 }

@@ -166,13 +166,7 @@ pub(crate) fn fleet_groups(f: &FleetReport) -> Option<Table> {
 }
 
 pub(crate) fn fleet_throughput_by_batch(f: &FleetReport) -> Table {
-    let mut batches: Vec<usize> = f
-        .groups
-        .iter()
-        .flat_map(|g| g.curve.iter().map(|c| c.batch_size))
-        .collect();
-    batches.sort_unstable();
-    batches.dedup();
+    let batches = f.batch_sizes();
     let headers: Vec<String> = std::iter::once("Batch Size".to_string())
         .chain(f.groups.iter().map(|g| g.hardware.clone()))
         .collect();
