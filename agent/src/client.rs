@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use fleetbench_common::rng::SplitMix64;
 use fleetbench_common::{HostInventory, SweepSpec};
+use fleetbench_proto::security::{BearerAuth, ClientTls, SecurityError, Token};
 use fleetbench_proto::v1::agent_session_client::AgentSessionClient;
 use fleetbench_proto::v1::{self, agent_message, coordinator_message};
 use fleetbench_proto::{ConvertError, PROTOCOL_VERSION};
@@ -50,6 +51,13 @@ pub struct AgentConfig {
     pub max_backoff: Duration,
     /// Only tests set this to something else, to check that a mismatch is refused.
     pub protocol_version: u32,
+    /// TLS files for an https:// coordinator.
+    pub tls: ClientTls,
+    /// The agent token, when the coordinator requires one.
+    pub token: Option<Token>,
+    /// Stop once the first sweep has ended and its results are acknowledged
+    /// (one agent per Slurm job).
+    pub once: bool,
 }
 
 impl AgentConfig {
@@ -66,6 +74,9 @@ impl AgentConfig {
             backend,
             max_backoff: Duration::from_secs(10),
             protocol_version: PROTOCOL_VERSION,
+            tls: ClientTls::default(),
+            token: None,
+            once: false,
         }
     }
 }
@@ -74,8 +85,11 @@ impl AgentConfig {
 pub enum AgentError {
     #[error(transparent)]
     Spool(#[from] SpoolError),
-    #[error("invalid coordinator address '{0}': use a URL such as http://127.0.0.1:7070")]
-    BadAddress(String),
+    #[error(transparent)]
+    Settings(#[from] SecurityError),
+    /// TLS failed in a way retrying cannot fix (an untrusted certificate).
+    #[error("TLS with the coordinator at {url} failed: {why}")]
+    Tls { url: String, why: String },
     /// The coordinator refused us for good (e.g. another protocol version).
     #[error("the coordinator refused this agent: {0}")]
     Refused(String),
@@ -110,6 +124,8 @@ struct Agent {
     spool: Spool,
     job: Option<ActiveJob>,
     job_tx: mpsc::UnboundedSender<JobEvent>,
+    /// A sweep has ended here since the agent started (for `once`).
+    ended_a_sweep: bool,
 }
 
 /// Runs the agent until `shutdown` turns true. Returns an error only for
@@ -118,10 +134,7 @@ pub async fn run_agent(
     config: AgentConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
-    let endpoint = Endpoint::from_shared(config.coordinator.clone())
-        .map_err(|_| AgentError::BadAddress(config.coordinator.clone()))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true);
+    let endpoint = config.tls.endpoint(&config.coordinator)?;
     let spool = Spool::open(&config.spool_dir)?;
     let inventory = match &config.backend {
         Backend::Real(gpu) => {
@@ -138,6 +151,7 @@ pub async fn run_agent(
         spool,
         job: None,
         job_tx,
+        ended_a_sweep: false,
     };
     if !agent.spool.is_empty() {
         tracing::info!(
@@ -195,11 +209,17 @@ impl Agent {
         let channel = tokio::select! {
             c = endpoint.connect() => match c {
                 Ok(c) => c,
-                Err(e) => return Ok(SessionEnd::Lost(format!("cannot connect to {}: {e}", self.config.coordinator))),
+                Err(e) => {
+                    let fallback = format!("cannot connect to {}: {e}", self.config.coordinator);
+                    return self.connection_failed(&e, fallback);
+                }
             },
             _ = shutdown.changed() => return Ok(SessionEnd::Shutdown),
         };
-        let mut client = AgentSessionClient::new(channel);
+        let mut client = AgentSessionClient::with_interceptor(
+            channel,
+            BearerAuth::new(self.config.token.as_ref()),
+        );
         let (out_tx, out_rx) = mpsc::channel::<v1::AgentMessage>(1024);
         let hello = v1::Hello {
             protocol_version: self.config.protocol_version,
@@ -247,7 +267,13 @@ impl Agent {
         loop {
             tokio::select! {
                 incoming = inbound.message() => match incoming {
-                    Ok(Some(m)) => self.handle(m, &out_tx).await?,
+                    Ok(Some(m)) => {
+                        self.handle(m, &out_tx).await?;
+                        if self.config.once && self.ended_a_sweep && self.job.is_none() && self.spool.is_empty() {
+                            tracing::info!("the sweep has ended and every result is acknowledged; exiting (--once)");
+                            return Ok(SessionEnd::Shutdown);
+                        }
+                    }
                     Ok(None) => return Ok(SessionEnd::Lost("the coordinator closed the session".into())),
                     Err(status) => return self.refused_or_lost(status),
                 },
@@ -279,11 +305,30 @@ impl Agent {
             | Code::InvalidArgument
             | Code::PermissionDenied
             | Code::Unauthenticated => Err(AgentError::Refused(status.message().to_string())),
-            _ => Ok(SessionEnd::Lost(format!(
-                "{}: {}",
-                status.code(),
-                status.message()
-            ))),
+            // With mutual TLS the coordinator judges our certificate after
+            // the handshake, so its refusal arrives with the first call.
+            _ => {
+                let fallback = format!("{}: {}", status.code(), status.message());
+                self.connection_failed(&status, fallback)
+            }
+        }
+    }
+
+    /// A broken connection: fatal when TLS says retrying cannot help (an
+    /// untrusted certificate), else lost, with a hint where there is one.
+    fn connection_failed(
+        &self,
+        error: &(dyn std::error::Error + 'static),
+        fallback: String,
+    ) -> Result<SessionEnd, AgentError> {
+        let url = &self.config.coordinator;
+        match self.config.tls.explain(url, error) {
+            Some((why, true)) => Err(AgentError::Tls {
+                url: url.clone(),
+                why,
+            }),
+            Some((why, false)) => Ok(SessionEnd::Lost(why)),
+            None => Ok(SessionEnd::Lost(fallback)),
         }
     }
 
@@ -296,6 +341,7 @@ impl Agent {
                 if self.job.as_ref().is_some_and(|j| j.sweep_id == f.sweep_id) {
                     self.job = None;
                 }
+                self.ended_a_sweep = true;
                 self.spool.append(msg(agent_message::Body::Finished(f)))?
             }
         }))
@@ -393,6 +439,7 @@ impl Agent {
             notes: Vec::new(),
         };
         let m = self.spool.append(msg(agent_message::Body::Finished(f)))?;
+        self.ended_a_sweep = true;
         let _ = out.send(m).await;
         Ok(())
     }

@@ -16,6 +16,7 @@ use fleetbench_agent::simulate::SimulatedGpu;
 use fleetbench_agent::sweep_args::SweepArgs;
 use fleetbench_common::spec::DEFAULT_MODEL;
 use fleetbench_common::{DeviceSelector, Engine, Precision, WeightsChoice};
+use fleetbench_proto::security::{ClientTls, Token};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -71,11 +72,36 @@ enum Command {
         )]
         coordinator: String,
         /// This agent's name in the fleet (default: the host name).
-        #[arg(long)]
+        #[arg(long, env = "FLEETBENCH_AGENT_NAME")]
         name: Option<String>,
         /// Where unacknowledged results are kept (default: ~/.local/state/fleetbench-agent/<name>).
-        #[arg(long)]
+        #[arg(long, env = "FLEETBENCH_SPOOL")]
         spool: Option<PathBuf>,
+        /// CA certificate (PEM) that signed the coordinator's certificate (https:// coordinators).
+        #[arg(long, env = "FLEETBENCH_TLS_CA", value_name = "FILE")]
+        tls_ca: Option<PathBuf>,
+        /// This agent's certificate (PEM), for a coordinator that requires client certificates.
+        #[arg(
+            long,
+            env = "FLEETBENCH_TLS_CERT",
+            value_name = "FILE",
+            requires = "tls_key"
+        )]
+        tls_cert: Option<PathBuf>,
+        /// The key of --tls-cert (PEM).
+        #[arg(
+            long,
+            env = "FLEETBENCH_TLS_KEY",
+            value_name = "FILE",
+            requires = "tls_cert"
+        )]
+        tls_key: Option<PathBuf>,
+        /// File holding the agent token (or set FLEETBENCH_AGENT_TOKEN to the token).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// Exit once the first sweep has ended and its results are acknowledged.
+        #[arg(long)]
+        once: bool,
         /// Answer sweeps from a performance model of this GPU (T4, A10, L4, L40S,
         /// A100-40GB, A100-80GB, H100-PCIe, H100-SXM, H200, B200) instead of running
         /// candle. Every output says "simulated".
@@ -238,6 +264,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             coordinator,
             name,
             spool,
+            tls_ca,
+            tls_cert,
+            tls_key,
+            token_file,
+            once,
             simulate,
             simulate_slowdown,
             simulate_cause,
@@ -267,6 +298,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let mut config = AgentConfig::new(coordinator, name, spool, backend);
             config.protocol_version = protocol_version;
+            config.tls = ClientTls {
+                ca: tls_ca,
+                cert: tls_cert,
+                key: tls_key,
+            };
+            config.token = Token::load(token_file.as_deref(), "FLEETBENCH_AGENT_TOKEN")?;
+            config.once = once;
             if !(max_backoff.is_finite() && max_backoff > 0.0) {
                 anyhow::bail!("--max-backoff must be a positive number of seconds");
             }

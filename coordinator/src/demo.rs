@@ -71,7 +71,13 @@ pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
             let shutdown = async move {
                 let _ = stop.changed().await;
             };
-            crate::server::serve(coordinator, listener, shutdown).await
+            crate::server::serve(
+                coordinator,
+                listener,
+                &crate::security::ServerSecurity::default(),
+                shutdown,
+            )
+            .await
         })
     };
     println!(
@@ -107,7 +113,12 @@ pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("sweep id: {sweep_id}");
-    let last = operator::watch(&url, &sweep_id, &mut std::io::stdout()).await?;
+    let last = operator::watch(
+        &operator::ControlTarget::plain(&url),
+        &sweep_id,
+        &mut std::io::stdout(),
+    )
+    .await?;
 
     let _ = stop_tx.send(true);
     let _ = agent.await;

@@ -4,14 +4,19 @@
 //!
 //! Modules: [`server`] (gRPC services), [`fleet`] (connected agents),
 //! [`sweeps`] (orchestration and deadlines), [`store`] (SQLite schema,
-//! migrations, queries), [`reports`] (when and where reports are written),
+//! migrations, queries), [`reports`] (when and where reports are written), [`metrics`]
+//! (Prometheus), [`security`] (TLS and tokens on the server side),
+//! [`dev_certs`] (a test CA for trying mutual TLS),
 //! [`operator`] (the `fleetbench` client commands), [`demo`] (the one-command
 //! local fleet).
 
 pub mod demo;
+pub mod dev_certs;
 pub mod fleet;
+pub mod metrics;
 pub mod operator;
 pub mod reports;
+pub mod security;
 pub mod server;
 pub mod store;
 pub mod sweeps;

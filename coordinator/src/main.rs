@@ -12,8 +12,10 @@ use fleetbench_agent::sweep_args::SweepArgs;
 use fleetbench_common::WeightsChoice;
 use fleetbench_common::spec::DEFAULT_MODEL;
 use fleetbench_coordinator::demo::{DemoOptions, run_demo};
-use fleetbench_coordinator::operator::{self, SweepRequest};
+use fleetbench_coordinator::operator::{self, ControlTarget, SweepRequest};
+use fleetbench_coordinator::security::{ServerSecurity, ServerTlsFiles};
 use fleetbench_coordinator::sweeps::{Coordinator, CoordinatorConfig};
+use fleetbench_proto::security::{ClientTls, Token};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -28,7 +30,7 @@ struct Cli {
 
 #[derive(Args, Debug, Clone)]
 struct Remote {
-    /// The coordinator's URL.
+    /// The coordinator's URL (https:// when it serves TLS).
     #[arg(
         long,
         env = "FLEETBENCH_COORDINATOR",
@@ -36,6 +38,35 @@ struct Remote {
         global = true
     )]
     coordinator: String,
+    /// CA certificate (PEM) that signed the coordinator's certificate.
+    #[arg(long, env = "FLEETBENCH_TLS_CA", value_name = "FILE", global = true)]
+    tls_ca: Option<PathBuf>,
+    /// This operator's certificate (PEM), for a coordinator that requires client certificates.
+    #[arg(long, env = "FLEETBENCH_TLS_CERT", value_name = "FILE", global = true)]
+    tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, env = "FLEETBENCH_TLS_KEY", value_name = "FILE", global = true)]
+    tls_key: Option<PathBuf>,
+    /// File holding the operator token (or set FLEETBENCH_OPERATOR_TOKEN to the token).
+    #[arg(long, value_name = "FILE", global = true)]
+    operator_token_file: Option<PathBuf>,
+}
+
+impl Remote {
+    fn target(&self) -> anyhow::Result<ControlTarget> {
+        Ok(ControlTarget {
+            url: self.coordinator.clone(),
+            tls: ClientTls {
+                ca: self.tls_ca.clone(),
+                cert: self.tls_cert.clone(),
+                key: self.tls_key.clone(),
+            },
+            token: Token::load(
+                self.operator_token_file.as_deref(),
+                "FLEETBENCH_OPERATOR_TOKEN",
+            )?,
+        })
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -43,11 +74,48 @@ enum Command {
     /// Run the coordinator.
     Serve {
         /// Address to listen on (loopback by default; port 0 picks a free one).
-        #[arg(long, default_value = "127.0.0.1:7070")]
+        /// Beyond loopback it needs TLS or --insecure.
+        #[arg(long, env = "FLEETBENCH_LISTEN", default_value = "127.0.0.1:7070")]
         listen: SocketAddr,
         /// Directory for the store (fleetbench.db) and reports.
-        #[arg(long, default_value = "fleetbench-data")]
+        #[arg(long, env = "FLEETBENCH_DATA", default_value = "fleetbench-data")]
         data: PathBuf,
+        /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 0.0.0.0:9464).
+        #[arg(long, env = "FLEETBENCH_METRICS_LISTEN", value_name = "ADDR")]
+        metrics_listen: Option<SocketAddr>,
+        /// The coordinator's TLS certificate chain (PEM); with --tls-key, serves TLS.
+        #[arg(
+            long,
+            env = "FLEETBENCH_TLS_CERT",
+            value_name = "FILE",
+            requires = "tls_key"
+        )]
+        tls_cert: Option<PathBuf>,
+        /// The key of --tls-cert (PEM).
+        #[arg(
+            long,
+            env = "FLEETBENCH_TLS_KEY",
+            value_name = "FILE",
+            requires = "tls_cert"
+        )]
+        tls_key: Option<PathBuf>,
+        /// Require client certificates signed by this CA (mutual TLS).
+        #[arg(
+            long,
+            env = "FLEETBENCH_CLIENT_CA",
+            value_name = "FILE",
+            requires = "tls_cert"
+        )]
+        client_ca: Option<PathBuf>,
+        /// File holding the token agents must present (or set FLEETBENCH_AGENT_TOKEN).
+        #[arg(long, value_name = "FILE")]
+        agent_token_file: Option<PathBuf>,
+        /// File holding the token operators must present (or set FLEETBENCH_OPERATOR_TOKEN).
+        #[arg(long, value_name = "FILE")]
+        operator_token_file: Option<PathBuf>,
+        /// Allow listening beyond loopback without TLS (a network you trust).
+        #[arg(long)]
+        insecure: bool,
         /// Seconds between agent heartbeats.
         #[arg(long, default_value_t = 5.0)]
         heartbeat_interval: f64,
@@ -126,6 +194,19 @@ enum Command {
         remote: Remote,
         sweep_id: String,
     },
+    /// Ask the coordinator's gRPC health service; exit 0 when it is serving.
+    Health {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Make a test CA, certificates for coordinator, agent and operator, and
+    /// both tokens in DIR, to try mutual TLS (not for production keys).
+    DevCerts {
+        dir: PathBuf,
+        /// Another name or IP address the coordinator's certificate is valid for.
+        #[arg(long = "san", value_name = "NAME")]
+        sans: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -158,14 +239,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve {
             listen,
             data,
+            metrics_listen,
+            tls_cert,
+            tls_key,
+            client_ca,
+            agent_token_file,
+            operator_token_file,
+            insecure,
             heartbeat_interval,
             default_deadline,
             prices,
             protocol_version,
         } => {
-            if !listen.ip().is_loopback() {
-                tracing::warn!(%listen, "listening beyond loopback without TLS: anyone on the network can reach this coordinator");
+            let security = ServerSecurity {
+                tls: tls_cert.zip(tls_key).map(|(cert, key)| ServerTlsFiles {
+                    cert,
+                    key,
+                    client_ca,
+                }),
+                agent_token: Token::load(agent_token_file.as_deref(), "FLEETBENCH_AGENT_TOKEN")?,
+                operator_token: Token::load(
+                    operator_token_file.as_deref(),
+                    "FLEETBENCH_OPERATOR_TOKEN",
+                )?,
+            };
+            security.check(listen, insecure)?;
+            if security.tls.is_none() && !listen.ip().is_loopback() {
+                tracing::warn!(%listen, "listening beyond loopback without TLS (--insecure): anyone on the network can reach this coordinator");
             }
+            // Certificates are read now, so a bad file fails before the store opens.
+            security.tls_acceptor()?;
             if !(heartbeat_interval.is_finite() && heartbeat_interval > 0.0) {
                 anyhow::bail!("--heartbeat-interval must be a positive number of seconds");
             }
@@ -187,12 +290,48 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
+            let metrics_listener = match metrics_listen {
+                Some(addr) => Some(
+                    tokio::net::TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("cannot listen on --metrics-listen {addr}"))?,
+                ),
+                None => None,
+            };
             // The first line on stdout is the address, so scripts (and tests)
-            // can use port 0 and learn the port.
+            // can use port 0 and learn the port; the metrics address follows.
             println!("listening on {}", listener.local_addr()?);
-            fleetbench_coordinator::server::serve(coordinator, listener, shutdown_signal())
-                .await
-                .map_err(|e| anyhow::anyhow!("server error: {e}"))?;
+            if let Some(m) = &metrics_listener {
+                println!("metrics on http://{}/metrics", m.local_addr()?);
+            }
+            tracing::info!(security = %security.describe(), "coordinator ready");
+            // One signal stops both listeners.
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = stop_tx.send(true);
+            });
+            let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            };
+            let metrics = metrics_listener.map(|l| {
+                tokio::spawn(fleetbench_coordinator::metrics::serve(
+                    coordinator.clone(),
+                    l,
+                    stopped(stop_rx.clone()),
+                ))
+            });
+            fleetbench_coordinator::server::serve(
+                coordinator,
+                listener,
+                &security,
+                stopped(stop_rx),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("server error: {e}"))?;
+            if let Some(m) = metrics {
+                let _ = m.await;
+            }
             tracing::info!("coordinator stopped");
             Ok(ExitCode::SUCCESS)
         }
@@ -217,7 +356,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Agents { remote } => {
-            print!("{}", operator::agents(&remote.coordinator).await?);
+            print!("{}", operator::agents(&remote.target()?).await?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Sweep {
@@ -238,17 +377,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 deadline_seconds: deadline,
                 baseline,
             };
-            let started = operator::start_sweep(&remote.coordinator, &req).await?;
+            let target = remote.target()?;
+            let started = operator::start_sweep(&target, &req).await?;
             println!("{}", started.sweep_id);
             if !wait {
                 return Ok(ExitCode::SUCCESS);
             }
-            let last = operator::watch(
-                &remote.coordinator,
-                &started.sweep_id,
-                &mut std::io::stdout(),
-            )
-            .await?;
+            let last = operator::watch(&target, &started.sweep_id, &mut std::io::stdout()).await?;
             let summary = last.sweep.clone().unwrap_or_default();
             println!(
                 "sweep {} {}: {}/{} hosts completed",
@@ -264,11 +399,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Sweeps { remote } => {
-            print!("{}", operator::sweeps(&remote.coordinator).await?);
+            print!("{}", operator::sweeps(&remote.target()?).await?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Show { remote, sweep_id } => {
-            print!("{}", operator::show(&remote.coordinator, &sweep_id).await?);
+            print!("{}", operator::show(&remote.target()?, &sweep_id).await?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Compare {
@@ -276,7 +411,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             before,
             after,
         } => {
-            let comparison = operator::compare(&remote.coordinator, &before, &after).await?;
+            let comparison = operator::compare(&remote.target()?, &before, &after).await?;
             print!("{}", comparison.render_text());
             Ok(if comparison.regressions() > 0 {
                 ExitCode::from(1)
@@ -285,9 +420,34 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Cancel { remote, sweep_id } => {
-            print!(
-                "{}",
-                operator::cancel(&remote.coordinator, &sweep_id).await?
+            print!("{}", operator::cancel(&remote.target()?, &sweep_id).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Health { remote } => {
+            let status = operator::health(&remote.target()?).await?;
+            println!("{status}");
+            Ok(if status == "SERVING" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::DevCerts { dir, sans } => {
+            let written = fleetbench_coordinator::dev_certs::write_dev_certs(&dir, &sans)?;
+            for f in &written.files {
+                println!("{}", f.display());
+            }
+            eprintln!(
+                "coordinator: fleetbench serve --listen 0.0.0.0:7070 --tls-cert {d}/coordinator.pem --tls-key {d}/coordinator-key.pem --client-ca {d}/ca.pem --agent-token-file {d}/agent.token --operator-token-file {d}/operator.token",
+                d = dir.display()
+            );
+            eprintln!(
+                "agent:       fleetbench-agent run --coordinator https://HOST:7070 --tls-ca {d}/ca.pem --tls-cert {d}/agent.pem --tls-key {d}/agent-key.pem --token-file {d}/agent.token",
+                d = dir.display()
+            );
+            eprintln!(
+                "operator:    fleetbench agents --coordinator https://HOST:7070 --tls-ca {d}/ca.pem --tls-cert {d}/operator.pem --tls-key {d}/operator-key.pem --operator-token-file {d}/operator.token",
+                d = dir.display()
             );
             Ok(ExitCode::SUCCESS)
         }

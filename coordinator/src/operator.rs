@@ -2,41 +2,110 @@
 //! `cancel`, each a call to the control API, with tables for people.
 
 use std::io::IsTerminal as _;
-use std::time::Duration;
 
 use fleetbench_common::SweepSpec;
+use fleetbench_proto::security::{
+    BearerAuth, ClientTls, SecurityError, Side, Token, explain_tls_failure,
+};
 use fleetbench_proto::v1;
 use fleetbench_proto::v1::control_client::ControlClient;
 use thiserror::Error;
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 
 #[derive(Debug, Error)]
 pub enum OperatorError {
-    #[error("invalid coordinator address '{0}': use a URL such as http://127.0.0.1:7070")]
-    BadAddress(String),
+    #[error("{0}")]
+    Settings(#[from] SecurityError),
     #[error(
-        "cannot reach the coordinator at {url}: {source} (is `fleetbench serve` running? set --coordinator or FLEETBENCH_COORDINATOR)"
+        "cannot reach the coordinator at {url}: {why} (is `fleetbench serve` running? set --coordinator or FLEETBENCH_COORDINATOR)"
     )]
-    Unreachable {
-        url: String,
-        source: tonic::transport::Error,
-    },
-    #[error("{}", .0.message())]
-    Rpc(#[from] tonic::Status),
+    Unreachable { url: String, why: String },
+    #[error("TLS with the coordinator at {url} failed: {why}")]
+    Tls { url: String, why: String },
+    #[error("{}", rpc_message(.0))]
+    Rpc(tonic::Status),
 }
 
-pub async fn connect(url: &str) -> Result<ControlClient<Channel>, OperatorError> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|_| OperatorError::BadAddress(url.to_string()))?
-        .connect_timeout(Duration::from_secs(5));
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|source| OperatorError::Unreachable {
-            url: url.to_string(),
-            source,
-        })?;
-    Ok(ControlClient::new(channel))
+impl From<tonic::Status> for OperatorError {
+    fn from(status: tonic::Status) -> Self {
+        OperatorError::Rpc(status)
+    }
+}
+
+/// The coordinator's own words for refusals; for a connection broken by TLS,
+/// what to fix.
+fn rpc_message(status: &tonic::Status) -> String {
+    if let Some(why) = explain_tls_failure(status, Side::Client) {
+        return format!("TLS with the coordinator failed: {why}");
+    }
+    if error_chain(status).contains("frame with invalid size") {
+        return "the coordinator answered with something that is not plain HTTP/2: if it serves TLS, use https:// and --tls-ca".into();
+    }
+    match status.code() {
+        tonic::Code::Cancelled | tonic::Code::Unavailable | tonic::Code::Unknown => format!(
+            "the connection to the coordinator broke ({}): if it serves TLS, use an https:// URL and --tls-ca; if it requires client certificates (mutual TLS), give --tls-cert and --tls-key signed by its --client-ca",
+            status.message()
+        ),
+        _ => status.message().to_string(),
+    }
+}
+
+/// Which coordinator an operator command talks to, and how it proves who
+/// it is.
+#[derive(Debug, Clone, Default)]
+pub struct ControlTarget {
+    pub url: String,
+    pub tls: ClientTls,
+    pub token: Option<Token>,
+}
+
+impl ControlTarget {
+    /// A plain, unauthenticated target (the demo's own loopback coordinator).
+    pub fn plain(url: impl Into<String>) -> ControlTarget {
+        ControlTarget {
+            url: url.into(),
+            ..ControlTarget::default()
+        }
+    }
+}
+
+pub type OperatorClient = ControlClient<InterceptedService<Channel, BearerAuth>>;
+
+pub async fn connect(target: &ControlTarget) -> Result<OperatorClient, OperatorError> {
+    Ok(ControlClient::with_interceptor(
+        channel(target).await?,
+        BearerAuth::new(target.token.as_ref()),
+    ))
+}
+
+async fn channel(target: &ControlTarget) -> Result<Channel, OperatorError> {
+    let endpoint = target.tls.endpoint(&target.url)?;
+    let channel = endpoint.connect().await.map_err(|e| {
+        let url = target.url.clone();
+        match target.tls.explain(&url, &e) {
+            Some((why, _)) => OperatorError::Tls { url, why },
+            None => OperatorError::Unreachable {
+                url,
+                why: error_chain(&e),
+            },
+        }
+    })?;
+    Ok(channel)
+}
+
+/// "outer: inner: innermost", as one line.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut next = e.source();
+    while let Some(inner) = next {
+        let text = inner.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = inner.source();
+    }
+    parts.join(": ")
 }
 
 fn ago(ms: i64) -> String {
@@ -74,8 +143,8 @@ fn print_table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-pub async fn agents(url: &str) -> Result<String, OperatorError> {
-    let mut client = connect(url).await?;
+pub async fn agents(target: &ControlTarget) -> Result<String, OperatorError> {
+    let mut client = connect(target).await?;
     let agents = client
         .list_agents(v1::ListAgentsRequest {})
         .await?
@@ -143,10 +212,10 @@ pub struct SweepRequest {
 }
 
 pub async fn start_sweep(
-    url: &str,
+    target: &ControlTarget,
     req: &SweepRequest,
 ) -> Result<v1::StartSweepResponse, OperatorError> {
-    let mut client = connect(url).await?;
+    let mut client = connect(target).await?;
     let request = v1::StartSweepRequest {
         spec: Some((&req.spec).into()),
         hosts: req.hosts.clone(),
@@ -182,11 +251,11 @@ fn host_rows(hosts: &[v1::HostStatus]) -> Vec<Vec<String>> {
 /// Follows a sweep until it ends, redrawing a table of every host (in place
 /// on a terminal, one line per change otherwise). Returns the final event.
 pub async fn watch(
-    url: &str,
+    target: &ControlTarget,
     sweep_id: &str,
     out: &mut dyn std::io::Write,
 ) -> Result<v1::SweepEvent, OperatorError> {
-    let mut client = connect(url).await?;
+    let mut client = connect(target).await?;
     let mut stream = client
         .watch_sweep(v1::WatchSweepRequest {
             sweep_id: sweep_id.to_string(),
@@ -229,8 +298,8 @@ pub async fn watch(
     })
 }
 
-pub async fn sweeps(url: &str) -> Result<String, OperatorError> {
-    let mut client = connect(url).await?;
+pub async fn sweeps(target: &ControlTarget) -> Result<String, OperatorError> {
+    let mut client = connect(target).await?;
     let sweeps = client
         .list_sweeps(v1::ListSweepsRequest { limit: 50 })
         .await?
@@ -269,8 +338,8 @@ pub async fn sweeps(url: &str) -> Result<String, OperatorError> {
     ))
 }
 
-pub async fn show(url: &str, sweep_id: &str) -> Result<String, OperatorError> {
-    let mut client = connect(url).await?;
+pub async fn show(target: &ControlTarget, sweep_id: &str) -> Result<String, OperatorError> {
+    let mut client = connect(target).await?;
     let d = client
         .get_sweep(v1::GetSweepRequest {
             sweep_id: sweep_id.to_string(),
@@ -324,8 +393,8 @@ pub async fn show(url: &str, sweep_id: &str) -> Result<String, OperatorError> {
     Ok(out)
 }
 
-pub async fn cancel(url: &str, sweep_id: &str) -> Result<String, OperatorError> {
-    let mut client = connect(url).await?;
+pub async fn cancel(target: &ControlTarget, sweep_id: &str) -> Result<String, OperatorError> {
+    let mut client = connect(target).await?;
     let s = client
         .cancel_sweep(v1::CancelSweepRequest {
             sweep_id: sweep_id.to_string(),
@@ -339,11 +408,11 @@ pub async fn cancel(url: &str, sweep_id: &str) -> Result<String, OperatorError> 
 
 /// Compares two sweeps from their stored results.
 pub async fn compare(
-    url: &str,
+    target: &ControlTarget,
     before: &str,
     after: &str,
 ) -> Result<fleetbench_common::compare::SweepComparison, OperatorError> {
-    let mut client = connect(url).await?;
+    let mut client = connect(target).await?;
     let mut points = Vec::new();
     for id in [before, after] {
         let detail = client
@@ -396,4 +465,17 @@ pub fn sweep_failed(event: &v1::SweepEvent) -> bool {
         .sweep
         .as_ref()
         .is_none_or(|s| s.state != "completed" || s.hosts_failed > 0)
+}
+
+/// The coordinator's overall health as its gRPC health service reports it
+/// (`SERVING`, `NOT_SERVING`, ...). Probes use it where Kubernetes' own gRPC
+/// probe cannot (TLS).
+pub async fn health(target: &ControlTarget) -> Result<String, OperatorError> {
+    use tonic_health::pb::health_client::HealthClient;
+    let response = HealthClient::new(channel(target).await?)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await?;
+    Ok(response.into_inner().status().as_str_name().to_string())
 }

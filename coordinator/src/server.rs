@@ -14,8 +14,10 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::security::{ServerSecurity, tls_incoming};
 use crate::sweeps::{Coordinator, SweepError, SweepView};
 
 /// Largest accepted message. Results are a few kB; this leaves room for
@@ -133,8 +135,10 @@ impl AgentSession for SessionService {
                     }
                     Some(agent_message::Body::Result(r)) => {
                         coordinator.agent_seen(&name, session_id, None);
+                        let arrived = std::time::Instant::now();
                         if let Some(ack) = coordinator.result_received(&name, r).await {
                             let _ = tx.send(Ok(ack_msg(ack))).await;
+                            coordinator.metrics.ack_latency(arrived.elapsed());
                         }
                     }
                     Some(agent_message::Body::Finished(f)) => {
@@ -305,6 +309,7 @@ impl Control for ControlService {
 pub async fn serve(
     coordinator: Arc<Coordinator>,
     listener: TcpListener,
+    security: &ServerSecurity,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -330,30 +335,49 @@ pub async fn serve(
             }
         })
     };
-    let session = AgentSessionServer::new(SessionService {
-        coordinator: coordinator.clone(),
-    })
-    .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let control = ControlServer::new(ControlService {
-        coordinator: coordinator.clone(),
-    })
-    .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    // Each API checks its own role's token before any handler runs; health
+    // and reflection stay open for probes.
+    let session = InterceptedService::new(
+        AgentSessionServer::new(SessionService {
+            coordinator: coordinator.clone(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        security.agent_gate(),
+    );
+    let control = InterceptedService::new(
+        ControlServer::new(ControlService {
+            coordinator: coordinator.clone(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        security.operator_gate(),
+    );
     // Acks are small writes answered by small writes: without TCP_NODELAY,
-    // Nagle's algorithm meets the peer's delayed ACK and each ack waits ~40 ms.
-    let incoming = TcpListenerStream::new(listener).map(|conn| {
-        if let Ok(c) = &conn {
-            let _ = c.set_nodelay(true);
-        }
-        conn
-    });
-    let result = tonic::transport::Server::builder()
+    // Nagle's algorithm meets the peer's delayed ACK and each ack waits ~40 ms
+    // (both incoming streams below set it).
+    let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(session)
-        .add_service(control)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
+        .add_service(control);
+    let result = match security.tls_acceptor()? {
+        Some(acceptor) => {
+            router
+                .serve_with_incoming_shutdown(tls_incoming(listener, acceptor), shutdown)
+                .await
+        }
+        None => {
+            let incoming = TcpListenerStream::new(listener).map(|conn| {
+                if let Ok(c) = &conn {
+                    let _ = c.set_nodelay(true);
+                }
+                conn
+            });
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+    };
     ticker.abort();
     result.map_err(Into::into)
 }

@@ -347,6 +347,27 @@ impl Store {
         })
     }
 
+    /// How many sweeps are in each state.
+    pub fn sweep_state_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT state, COUNT(*) FROM sweeps GROUP BY state")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+    }
+
+    /// The id of the newest sweep that has ended, if any.
+    pub fn last_ended_sweep(&self) -> Result<Option<String>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT id FROM sweeps WHERE state != 'running' ORDER BY created_ms DESC, id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
     /// The most recent ended sweep before `sweep` with the same spec, for the
     /// fleet report's history section.
     pub fn previous_with_same_spec(

@@ -19,6 +19,7 @@ use thiserror::Error;
 use tokio::sync::broadcast;
 
 use crate::fleet::Fleet;
+use crate::metrics::Metrics;
 use crate::reports;
 use crate::store::{
     AgentRecord, HostVerdict, Inserted, NewResult, Store, StoreError, SweepRow,
@@ -72,6 +73,7 @@ pub struct Coordinator {
     pub store: Store,
     writer: ResultWriter,
     pub fleet: Fleet,
+    pub metrics: Metrics,
     /// Fires with a sweep id whenever that sweep changes; watchers re-read it.
     changes: broadcast::Sender<String>,
 }
@@ -106,6 +108,7 @@ impl Coordinator {
             store,
             writer,
             fleet: Fleet::default(),
+            metrics: Metrics::default(),
             changes,
         }))
     }
@@ -168,6 +171,7 @@ impl Coordinator {
 
     /// The session ended: remember when the agent was last seen.
     pub fn agent_gone(&self, name: &str) {
+        self.metrics.agent_disconnected();
         let _ = self.blocking(|s| s.touch_agent(name, now_unix_ms()));
     }
 
@@ -305,6 +309,7 @@ impl Coordinator {
         let seq = r.seq;
         let refuse = |reason: String| {
             tracing::warn!(host, seq, %reason, "result refused");
+            self.metrics.result_refused();
             Some(v1::Ack {
                 seq,
                 accepted: false,
@@ -342,6 +347,7 @@ impl Coordinator {
         };
         match self.writer.insert(new).await {
             Ok(Inserted::New) => {
+                self.metrics.result_stored();
                 self.changed(&r.sweep_id);
                 Some(v1::Ack {
                     seq,

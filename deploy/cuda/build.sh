@@ -41,6 +41,7 @@ if [ ! -x "$cuda_home/bin/nvcc" ]; then
   # Unzipping drops the executable bits.
   chmod +x "$cuda_home"/bin/* "$cuda_home"/nvvm/bin/*
   # The linker looks for unversioned names.
+  # shellcheck disable=SC2012 # fixed ASCII library names: ls | sort is safe
   (cd "$cuda_home/lib" && for lib in cublas cublasLt cudart nvrtc curand; do
      target=$(ls "lib$lib.so."* 2>/dev/null | sort | head -n 1)
      [ -n "$target" ] && ln -sf "$target" "lib$lib.so"
@@ -63,6 +64,7 @@ if [ ! -e "$cuda_home/lib/stubs/libcuda.so" ]; then
   mkdir -p "$cuda_home/lib/stubs"
   # Debian keeps it under nvidia/current/ (alternatives pick the driver).
   find "$apt_dir/root" -name 'libcuda.so*' \( -type f -o -type l \) -exec cp -a {} "$cuda_home/lib/stubs/" \;
+  # shellcheck disable=SC2012 # fixed ASCII library names: ls is safe
   (cd "$cuda_home/lib/stubs" && { [ -e libcuda.so ] || ln -sf "$(ls libcuda.so.* | head -n 1)" libcuda.so; })
   rm -rf "$apt_dir"
 fi

@@ -17,5 +17,6 @@ pub mod v1 {
 pub const PROTOCOL_VERSION: u32 = 1;
 
 mod convert;
+pub mod security;
 
 pub use convert::ConvertError;

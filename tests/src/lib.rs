@@ -64,6 +64,8 @@ pub struct CoordinatorProc {
     pub addr: String,
     pub data: PathBuf,
     pub log: PathBuf,
+    /// `http://ADDR/metrics` when started with `--metrics-listen`.
+    pub metrics_url: Option<String>,
 }
 
 impl CoordinatorProc {
@@ -87,21 +89,29 @@ impl CoordinatorProc {
             .spawn()
             .expect("start coordinator");
         let stdout = child.stdout.take().expect("stdout");
+        let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read address");
+        stdout.read_line(&mut line).expect("read address");
         let addr = line
             .trim()
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .to_string();
+        let metrics_url = extra.contains(&"--metrics-listen").then(|| {
+            let mut line = String::new();
+            stdout.read_line(&mut line).expect("read metrics address");
+            line.trim()
+                .strip_prefix("metrics on ")
+                .unwrap_or_else(|| panic!("unexpected second line: {line:?}"))
+                .to_string()
+        });
         CoordinatorProc {
             child,
             url: format!("http://{addr}"),
             addr,
             data: data.to_path_buf(),
             log,
+            metrics_url,
         }
     }
 
@@ -263,5 +273,28 @@ pub fn text(out: &Output) -> String {
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `GET url` over plain HTTP/1.1 (no client library needed for a scrape);
+/// returns the status line and the body.
+pub fn http_get(url: &str) -> (String, String) {
+    use std::io::{Read as _, Write as _};
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut conn = std::net::TcpStream::connect(host).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        conn,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send request");
+    let mut response = String::new();
+    conn.read_to_string(&mut response).expect("read response");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
     )
 }

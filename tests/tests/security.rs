@@ -1,0 +1,290 @@
+//! TLS, mutual TLS and tokens end to end: a coordinator started with the
+//! certificates `fleetbench dev-certs` makes, agents and operator commands
+//! with the right and the wrong credentials, and what each refusal says.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use fleetbench_tests::{AgentProc, CoordinatorProc, bin, text, wait_until};
+
+fn dev_certs(dir: &Path) -> PathBuf {
+    let out = Command::new(bin("fleetbench"))
+        .arg("dev-certs")
+        .arg(dir)
+        .output()
+        .expect("run dev-certs");
+    assert!(out.status.success(), "dev-certs: {}", text(&out));
+    dir.to_path_buf()
+}
+
+fn path(dir: &Path, file: &str) -> String {
+    dir.join(file).to_str().expect("utf-8 path").to_string()
+}
+
+/// An operator command against `url` with `creds`.
+fn operator(url: &str, creds: &[String], args: &[&str]) -> Output {
+    Command::new(bin("fleetbench"))
+        .args(args)
+        .args(["--coordinator", url])
+        .args(creds)
+        .output()
+        .expect("run fleetbench")
+}
+
+/// Runs an agent that is expected to give up by itself; returns its exit
+/// code and log.
+fn refused_agent(url: &str, spool: &Path, args: &[String]) -> (Option<i32>, String) {
+    let out = Command::new(bin("fleetbench-agent"))
+        .args(["run", "--coordinator", url, "--name", "refused", "--spool"])
+        .arg(spool)
+        .args(["--simulate", "T4", "--max-backoff", "0.2"])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env_remove("FLEETBENCH_AGENT_TOKEN")
+        .output()
+        .expect("run agent");
+    (out.status.code(), text(&out))
+}
+
+#[test]
+fn mutual_tls_and_tokens_admit_the_right_peers_and_name_every_refusal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dev_certs(&dir.path().join("certs"));
+    let stranger = dev_certs(&dir.path().join("stranger"));
+    let coordinator = CoordinatorProc::start(
+        &dir.path().join("data"),
+        None,
+        &[
+            "--tls-cert",
+            &path(&certs, "coordinator.pem"),
+            "--tls-key",
+            &path(&certs, "coordinator-key.pem"),
+            "--client-ca",
+            &path(&certs, "ca.pem"),
+            "--agent-token-file",
+            &path(&certs, "agent.token"),
+            "--operator-token-file",
+            &path(&certs, "operator.token"),
+        ],
+    );
+    let url = format!("https://{}", coordinator.addr);
+    let tls = |who: &str, from: &Path| -> Vec<String> {
+        vec![
+            "--tls-ca".into(),
+            path(&certs, "ca.pem"),
+            "--tls-cert".into(),
+            path(from, &format!("{who}.pem")),
+            "--tls-key".into(),
+            path(from, &format!("{who}-key.pem")),
+        ]
+    };
+    let with = |mut v: Vec<String>, extra: &[&str]| {
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let operator_creds = with(
+        tls("operator", &certs),
+        &["--operator-token-file", &path(&certs, "operator.token")],
+    );
+
+    // The right agent gets in.
+    let agent_args = with(
+        tls("agent", &certs),
+        &[
+            "--token-file",
+            &path(&certs, "agent.token"),
+            "--simulate",
+            "A10",
+            "--simulate-point-ms",
+            "30",
+        ],
+    );
+    let agent_args: Vec<&str> = agent_args.iter().map(String::as_str).collect();
+    let _agent = AgentProc::start(&url, "gpu-a", &dir.path().join("spool-a"), &agent_args);
+    wait_until(Duration::from_secs(30), "the agent to connect", || {
+        let out = operator(&url, &operator_creds, &["agents"]);
+        text(&out).contains("gpu-a") && text(&out).contains("connected")
+    });
+
+    // Operators without the operator token can neither see nor start sweeps.
+    let no_token = tls("operator", &certs);
+    for args in [
+        vec!["sweeps"],
+        vec!["agents"],
+        vec!["sweep", "--batch-sizes", "8", "--iterations", "2"],
+    ] {
+        let out = operator(&url, &no_token, &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("requires the operator token"),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+    let agent_token_as_operator = with(
+        tls("operator", &certs),
+        &["--operator-token-file", &path(&certs, "agent.token")],
+    );
+    let out = operator(&url, &agent_token_as_operator, &["sweeps"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("the agent token was given where the operator token is needed"),
+        "{}",
+        text(&out)
+    );
+
+    // Agents with no token, a wrong token or the operator's are refused for good.
+    let wrong = dir.path().join("wrong.token");
+    std::fs::write(&wrong, "this-is-not-the-agent-token\n").expect("write");
+    let wrong = wrong.to_str().expect("utf-8").to_string();
+    for (token, expected) in [
+        (None, "this coordinator requires the agent token"),
+        (Some(wrong.as_str()), "the agent token was rejected"),
+        (
+            Some(path(&certs, "operator.token").as_str()),
+            "the operator token was given where the agent token is needed",
+        ),
+    ] {
+        let mut args = tls("agent", &certs);
+        if let Some(t) = token {
+            args.extend(["--token-file".to_string(), t.to_string()]);
+        }
+        let (code, log) = refused_agent(&url, &dir.path().join("spool-refused"), &args);
+        assert_eq!(code, Some(2), "{expected}: {log}");
+        assert!(log.contains(expected), "wanted '{expected}' in: {log}");
+    }
+
+    // An agent that does not trust the coordinator's certificate says so and stops.
+    let mut args = tls("agent", &certs);
+    args[1] = path(&stranger, "ca.pem");
+    args.extend(["--token-file".into(), path(&certs, "agent.token")]);
+    let (code, log) = refused_agent(&url, &dir.path().join("spool-refused"), &args);
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.contains("the coordinator's certificate is not signed by the CA in --tls-ca"),
+        "{log}"
+    );
+
+    // A certificate from another CA never gets a session; the coordinator
+    // logs why and the agent is told what to fix.
+    let stranger_args = with(
+        tls("agent", &stranger),
+        &[
+            "--token-file",
+            &path(&certs, "agent.token"),
+            "--simulate",
+            "T4",
+        ],
+    );
+    let stranger_args: Vec<&str> = stranger_args.iter().map(String::as_str).collect();
+    let mut intruder = AgentProc::start(
+        &url,
+        "intruder",
+        &dir.path().join("spool-intruder"),
+        &stranger_args,
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the coordinator to log the refused certificate",
+        || {
+            coordinator.log_text().contains("refused a TLS connection")
+                && coordinator
+                    .log_text()
+                    .contains("the client's certificate is not signed by --client-ca")
+        },
+    );
+    wait_until(Duration::from_secs(30), "the intruder to be told", || {
+        intruder.log_text().contains("--client-ca")
+    });
+    intruder.kill9();
+    let agents = text(&operator(&url, &operator_creds, &["agents"]));
+    assert!(!agents.contains("intruder"), "{agents}");
+
+    // Without a client certificate the connection is refused too.
+    let out = operator(
+        &url,
+        &[
+            "--tls-ca".into(),
+            path(&certs, "ca.pem"),
+            "--operator-token-file".into(),
+            path(&certs, "operator.token"),
+        ],
+        &["agents"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("--tls-cert"), "{}", text(&out));
+
+    // Plain HTTP to the TLS port is told to use https://.
+    let out = operator(
+        &coordinator.url,
+        &[
+            "--operator-token-file".into(),
+            path(&certs, "operator.token"),
+        ],
+        &["agents"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("https://"), "{}", text(&out));
+
+    // With everything right, a sweep runs to the end over mutual TLS.
+    let out = operator(
+        &url,
+        &operator_creds,
+        &[
+            "sweep",
+            "--batch-sizes",
+            "8,16",
+            "--iterations",
+            "3",
+            "--warmup",
+            "1",
+            "--wait",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("1/1 hosts completed"), "{}", text(&out));
+
+    // Health answers over TLS without a token (for probes).
+    let out = operator(&url, &tls("operator", &certs), &["health"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "SERVING");
+}
+
+#[test]
+fn a_coordinator_without_tls_listens_beyond_loopback_only_when_told_insecure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(bin("fleetbench"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--data"])
+        .arg(dir.path().join("data"))
+        .output()
+        .expect("run serve");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("refusing to listen on 0.0.0.0:0 without TLS")
+            && said.contains("--insecure")
+            && said.lines().count() == 1,
+        "{said}"
+    );
+    let coordinator =
+        CoordinatorProc::start(&dir.path().join("data"), Some("0.0.0.0:0"), &["--insecure"]);
+    assert!(
+        coordinator.addr.starts_with("0.0.0.0:"),
+        "{}",
+        coordinator.addr
+    );
+
+    // A token shorter than 16 characters is refused at start with the fix.
+    let short = dir.path().join("short.token");
+    std::fs::write(&short, "tooshort").expect("write");
+    let out = Command::new(bin("fleetbench"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data2"))
+        .arg("--agent-token-file")
+        .arg(&short)
+        .output()
+        .expect("run serve");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("at least 16"), "{}", text(&out));
+}
