@@ -58,6 +58,10 @@ pub struct AgentConfig {
     /// Stop once the first sweep has ended and its results are acknowledged
     /// (one agent per Slurm job).
     pub once: bool,
+    /// Most bytes of unacknowledged results kept in the spool: beyond it the
+    /// benchmark waits (before its next point) for acknowledgements instead
+    /// of filling the disk while the coordinator is away.
+    pub max_spool_bytes: u64,
 }
 
 impl AgentConfig {
@@ -77,6 +81,7 @@ impl AgentConfig {
             tls: ClientTls::default(),
             token: None,
             once: false,
+            max_spool_bytes: 256 << 20,
         }
     }
 }
@@ -226,6 +231,7 @@ impl Agent {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             agent_name: self.config.name.clone(),
             inventory: Some((&self.inventory).into()),
+            instance_id: self.spool.instance_id().to_string(),
         };
         let _ = out_tx.send(msg(agent_message::Body::Hello(hello))).await;
         let mut inbound = match client.session(ReceiverStream::new(out_rx)).await {
@@ -410,6 +416,8 @@ impl Agent {
             cpu_name: self.inventory.cpu_model.clone(),
             cancel: cancel.clone(),
             events: self.job_tx.clone(),
+            spool_bytes: self.spool.usage(),
+            max_spool_bytes: self.config.max_spool_bytes,
         };
         let thread = std::thread::Builder::new()
             .name(format!("sweep-{}", run.sweep_id))
@@ -468,14 +476,36 @@ struct JobContext {
     cpu_name: String,
     cancel: Arc<AtomicBool>,
     events: mpsc::UnboundedSender<JobEvent>,
+    spool_bytes: Arc<std::sync::atomic::AtomicU64>,
+    max_spool_bytes: u64,
 }
 
 impl JobContext {
+    /// Backpressure: while the spool holds more than its limit, wait for
+    /// acknowledgements (or cancellation) before measuring the next point.
+    fn wait_for_spool_room(&self) {
+        let over = || self.spool_bytes.load(Ordering::Relaxed) > self.max_spool_bytes;
+        if !over() {
+            return;
+        }
+        tracing::warn!(
+            limit_bytes = self.max_spool_bytes,
+            "the spool is full (--max-spool-mb): pausing the sweep until the coordinator acknowledges results"
+        );
+        while over() && !self.cancel.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if !self.cancel.load(Ordering::Relaxed) {
+            tracing::info!("the spool has room again: resuming the sweep");
+        }
+    }
+
     fn run(self) {
         let environment: v1::RunEnvironment = (&runner::environment()).into();
         let sweep_id = self.sweep_id.clone();
         let events = self.events.clone();
         let mut sink = |ev: RunEvent| {
+            let is_point = matches!(ev, RunEvent::Point { .. });
             let _ = events.send(match ev {
                 RunEvent::Progress {
                     device_id,
@@ -504,6 +534,9 @@ impl JobContext {
                     environment: Some(environment.clone()),
                 }),
             });
+            if is_point {
+                self.wait_for_spool_room();
+            }
         };
         let mut errors = Vec::new();
         let mut notes = Vec::new();

@@ -102,6 +102,10 @@ enum Command {
         /// Exit once the first sweep has ended and its results are acknowledged.
         #[arg(long)]
         once: bool,
+        /// Most megabytes of unacknowledged results in the spool; beyond it the
+        /// sweep pauses until the coordinator acknowledges some.
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+        max_spool_mb: u64,
         /// Answer sweeps from a performance model of this GPU (T4, A10, L4, L40S,
         /// A100-40GB, A100-80GB, H100-PCIe, H100-SXM, H200, B200) instead of running
         /// candle. Every output says "simulated".
@@ -269,6 +273,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tls_key,
             token_file,
             once,
+            max_spool_mb,
             simulate,
             simulate_slowdown,
             simulate_cause,
@@ -305,6 +310,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             config.token = Token::load(token_file.as_deref(), "FLEETBENCH_AGENT_TOKEN")?;
             config.once = once;
+            config.max_spool_bytes = max_spool_mb << 20;
             if !(max_backoff.is_finite() && max_backoff > 0.0) {
                 anyhow::bail!("--max-backoff must be a positive number of seconds");
             }

@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use fleetbench_proto::v1;
 use prost::Message as _;
@@ -38,9 +40,15 @@ pub struct Spool {
     dir: PathBuf,
     next_seq: u64,
     pending: BTreeMap<u64, v1::AgentMessage>,
+    /// This agent's identity across restarts (see `Hello.instance_id`).
+    instance_id: String,
+    /// Encoded bytes of `pending`, shared with the benchmark thread so it can
+    /// wait while the spool is over its limit (see [`Spool::usage`]).
+    bytes: Arc<AtomicU64>,
 }
 
 const SEQ_FILE: &str = "next-seq";
+const INSTANCE_FILE: &str = "instance-id";
 const EXTENSION: &str = "pb";
 
 impl Spool {
@@ -95,11 +103,26 @@ impl Spool {
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
             .unwrap_or(1);
-        Ok(Spool {
+        let bytes = pending.values().map(|m| m.encoded_len() as u64).sum();
+        let mut spool = Spool {
             dir: dir.to_path_buf(),
             next_seq: stored_next.max(max_seen + 1),
             pending,
-        })
+            instance_id: String::new(),
+            bytes: Arc::new(AtomicU64::new(bytes)),
+        };
+        spool.instance_id = match fs::read_to_string(dir.join(INSTANCE_FILE)) {
+            Ok(id) if !id.trim().is_empty() => id.trim().to_string(),
+            _ => {
+                let id = format!(
+                    "{:016x}",
+                    fleetbench_common::rng::SplitMix64::from_entropy().next_u64()
+                );
+                spool.write_atomic(INSTANCE_FILE, id.as_bytes())?;
+                id
+            }
+        };
+        Ok(spool)
     }
 
     /// Gives `msg` the next sequence number, stores it durably, and returns the
@@ -114,6 +137,8 @@ impl Spool {
         self.write_atomic(&format!("{seq:020}.{EXTENSION}"), &msg.encode_to_vec())?;
         self.next_seq = seq + 1;
         self.write_atomic(SEQ_FILE, self.next_seq.to_string().as_bytes())?;
+        self.bytes
+            .fetch_add(msg.encoded_len() as u64, Ordering::Relaxed);
         self.pending.insert(seq, msg.clone());
         Ok(msg)
     }
@@ -121,7 +146,9 @@ impl Spool {
     /// Forgets an acknowledged message. Unknown numbers are ignored: an ack
     /// can arrive twice after a reconnect.
     pub fn ack(&mut self, seq: u64) {
-        if self.pending.remove(&seq).is_some() {
+        if let Some(m) = self.pending.remove(&seq) {
+            self.bytes
+                .fetch_sub(m.encoded_len() as u64, Ordering::Relaxed);
             let _ = fs::remove_file(self.dir.join(format!("{seq:020}.{EXTENSION}")));
         }
     }
@@ -129,6 +156,16 @@ impl Spool {
     /// Every unacknowledged message, oldest first.
     pub fn pending(&self) -> impl Iterator<Item = &v1::AgentMessage> {
         self.pending.values()
+    }
+
+    /// Stable across restarts of the agent that owns this spool.
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    /// Bytes waiting for acknowledgement, readable from other threads.
+    pub fn usage(&self) -> Arc<AtomicU64> {
+        self.bytes.clone()
     }
 
     pub fn len(&self) -> usize {

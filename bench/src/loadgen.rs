@@ -10,11 +10,21 @@
 //! CPU use. Prints a Markdown table.
 //!
 //!   fleetbench-loadgen --agents 100,1000,10000 [--points 5] [--per-connection 1]
+//!
+//! One process stalls at about 3,000 sessions, so larger fleets are split over
+//! several processes against one coordinator (`bench/scale.sh` does this):
+//! each runs `--stream URL --agents N --out FILE`, prints `ready HELD/N` once
+//! its sessions are welcomed, streams when a sweep starts (one
+//! `--start-sweep URL` process starts it on every connected agent), and writes
+//! its raw figures to FILE: every accepted result's send-to-ack latency in
+//! microseconds (sorted) and ack time, plus counts and start/end times on the
+//! wall clock, so that the files merge into one distribution and one window.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use fleetbench_common::spec::SweepSpec;
@@ -50,9 +60,26 @@ struct Args {
     /// With --connect-only: keep the sessions open this long after counting.
     #[arg(long, default_value_t = 0)]
     hold_seconds: u64,
-    /// Prefix of the agent names (distinct per process with --connect-only).
+    /// Prefix of the agent names (distinct per process with --connect-only or --stream).
     #[arg(long, default_value = "load")]
     name_prefix: String,
+    /// Open sessions to this running coordinator, print `ready HELD/N` when
+    /// they are welcomed, stream every sweep started on them (see
+    /// --start-sweep), write the figures to --out and hold the sessions for
+    /// --hold-seconds (for measuring one coordinator from several processes).
+    #[arg(long, value_name = "URL", conflicts_with = "connect_only")]
+    stream: Option<String>,
+    /// With --stream: the file for this process's figures (JSON).
+    #[arg(long, value_name = "FILE", requires = "stream")]
+    out: Option<PathBuf>,
+    /// Start a sweep of --points batch sizes on every agent connected to this
+    /// running coordinator, print its id and host count, and exit.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["connect_only", "stream"])]
+    start_sweep: Option<String>,
+    /// Milliseconds between one agent's results (0: all at once, as fast as
+    /// possible). Agents start at spread-out phases within one interval.
+    #[arg(long, default_value_t = 0)]
+    interval_ms: u64,
     /// The coordinator binary (default: `fleetbench` next to this one).
     #[arg(long)]
     coordinator_bin: Option<PathBuf>,
@@ -65,7 +92,23 @@ fn prefix() -> String {
 static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// Sessions whose response headers arrived (for diagnosing stalls).
-static HEADERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static HEADERS: AtomicUsize = AtomicUsize::new(0);
+/// Sessions refused or failed before their Welcome.
+static REFUSED: AtomicUsize = AtomicUsize::new(0);
+/// Welcomed sessions that the coordinator closed or lost before we stopped.
+static LOST: AtomicUsize = AtomicUsize::new(0);
+
+/// What one simulated agent measured in one sweep.
+#[derive(Debug, Default)]
+struct AgentStats {
+    first_send: Option<Instant>,
+    /// (ack arrival, send-to-ack in ms) for every accepted result.
+    acks: Vec<(Instant, f64)>,
+    rejected: usize,
+    /// When the SweepFinished was acknowledged (the host's verdict durable;
+    /// for the sweep's last host, also its reports written).
+    finished_at: Option<Instant>,
+}
 
 #[derive(Debug, Default)]
 struct Row {
@@ -192,16 +235,19 @@ fn result_msg(sweep_id: &str, batch: usize) -> v1::AgentMessage {
     }
 }
 
-/// One simulated agent: connect, wait for the sweep, stream every result as
-/// fast as possible, record each send-to-ack time, finish, then hold the
-/// session until told to stop.
+/// One simulated agent: connect, send heartbeats at the interval the Welcome
+/// asks for, wait for a sweep, stream every result (all at once, or one every
+/// `interval` starting at `phase`), record each send-to-ack time, finish,
+/// then hold the session until told to stop.
 async fn agent(
     channel: Channel,
     name: String,
+    pacing: (Duration, Duration),
     connected: mpsc::Sender<()>,
-    done: mpsc::Sender<Vec<f64>>,
+    done: mpsc::Sender<AgentStats>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let (interval, phase) = pacing;
     let mut client = AgentSessionClient::new(channel);
     let (tx, rx) = mpsc::channel(64);
     let inventory = v1::HostInventory {
@@ -214,6 +260,7 @@ async fn agent(
         agent_version: "loadgen".into(),
         agent_name: name.clone(),
         inventory: Some(inventory),
+        instance_id: String::new(),
     };
     let _ = tx
         .send(v1::AgentMessage {
@@ -223,53 +270,151 @@ async fn agent(
     let response = match client.session(ReceiverStream::new(rx)).await {
         Ok(r) => r,
         Err(status) => {
+            REFUSED.fetch_add(1, Ordering::Relaxed);
             eprintln!("  {name}: session refused: {status}");
             return;
         }
     };
-    HEADERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    HEADERS.fetch_add(1, Ordering::Relaxed);
     let mut inbound = response.into_inner();
-    let mut sent_at: Vec<Instant> = Vec::new();
-    let mut latencies = Vec::new();
+    let sent_at: Arc<Mutex<Vec<Option<Instant>>>> = Arc::default();
+    let mut stats = AgentStats::default();
     let mut expected = 0usize;
     let mut finished_seq = None;
+    let mut welcomed = false;
+    // Heartbeats keep the session alive however long the others take to
+    // connect; the period comes with the Welcome.
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(3600));
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             msg = inbound.message() => {
-                let Ok(Some(msg)) = msg else { return };
+                let Ok(Some(msg)) = msg else {
+                    if welcomed && !*stop.borrow() {
+                        LOST.fetch_add(1, Ordering::Relaxed);
+                    } else if !welcomed {
+                        REFUSED.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return;
+                };
                 match msg.body {
-                    Some(coordinator_message::Body::Welcome(_)) => { let _ = connected.send(()).await; }
+                    Some(coordinator_message::Body::Welcome(w)) => {
+                        welcomed = true;
+                        let period = Duration::from_millis(u64::from(w.heartbeat_interval_ms.max(100)));
+                        heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        let _ = connected.send(()).await;
+                    }
                     Some(coordinator_message::Body::RunSweep(run)) => {
                         let spec: SweepSpec = run.spec.expect("spec").try_into().expect("valid spec");
                         expected = spec.batch_sizes.len();
-                        for (i, b) in spec.batch_sizes.iter().enumerate() {
-                            let mut m = result_msg(&run.sweep_id, *b);
-                            if let Some(agent_message::Body::Result(r)) = m.body.as_mut() { r.seq = i as u64 + 1; }
-                            sent_at.push(Instant::now());
-                            if tx.send(m).await.is_err() { return; }
-                        }
-                        let seq = expected as u64 + 1;
-                        finished_seq = Some(seq);
-                        let f = v1::SweepFinished { seq, sweep_id: run.sweep_id, ok: true, error: String::new(), notes: vec![] };
-                        let _ = tx.send(v1::AgentMessage { body: Some(agent_message::Body::Finished(f)) }).await;
+                        *sent_at.lock().expect("sent_at") = vec![None; expected];
+                        stats = AgentStats::default();
+                        finished_seq = Some(expected as u64 + 1);
+                        tokio::spawn(send_results(
+                            tx.clone(),
+                            run.sweep_id,
+                            spec.batch_sizes,
+                            (interval, phase),
+                            sent_at.clone(),
+                        ));
                     }
                     Some(coordinator_message::Body::Ack(ack)) => {
                         if (1..=expected as u64).contains(&ack.seq) {
-                            latencies.push(sent_at[ack.seq as usize - 1].elapsed().as_secs_f64() * 1e3);
+                            let sent = sent_at.lock().expect("sent_at")[ack.seq as usize - 1];
+                            if let Some(sent) = sent {
+                                if ack.accepted {
+                                    let now = Instant::now();
+                                    stats.acks.push((now, (now - sent).as_secs_f64() * 1e3));
+                                } else {
+                                    stats.rejected += 1;
+                                }
+                            }
                         }
                         if Some(ack.seq) == finished_seq {
-                            let _ = done.send(std::mem::take(&mut latencies)).await;
+                            stats.first_send = sent_at.lock().expect("sent_at").iter().flatten().min().copied();
+                            stats.finished_at = Some(Instant::now());
+                            let _ = done.send(std::mem::take(&mut stats)).await;
                         }
                     }
                     _ => {}
                 }
+            }
+            _ = heartbeat.tick(), if welcomed => {
+                let hb = v1::Heartbeat {
+                    sent_unix_ms: unix_us(SystemTime::now()) as i64 / 1000,
+                    ..Default::default()
+                };
+                let _ = tx.send(v1::AgentMessage { body: Some(agent_message::Body::Heartbeat(hb)) }).await;
             }
             _ = stop.changed() => return,
         }
     }
 }
 
-async fn run_one(bin: &Path, n: usize, points: usize, per_connection: usize, ramp: usize) -> Row {
+/// Sends one sweep's results (seq 1..) and its SweepFinished, each result's
+/// send time recorded just before it goes out.
+async fn send_results(
+    tx: mpsc::Sender<v1::AgentMessage>,
+    sweep_id: String,
+    batch_sizes: Vec<usize>,
+    pacing: (Duration, Duration),
+    sent_at: Arc<Mutex<Vec<Option<Instant>>>>,
+) {
+    let (interval, phase) = pacing;
+    let start = tokio::time::Instant::now() + phase;
+    for (i, b) in batch_sizes.iter().enumerate() {
+        if !interval.is_zero() {
+            tokio::time::sleep_until(start + interval * i as u32).await;
+        }
+        let mut m = result_msg(&sweep_id, *b);
+        if let Some(agent_message::Body::Result(r)) = m.body.as_mut() {
+            r.seq = i as u64 + 1;
+        }
+        sent_at.lock().expect("sent_at")[i] = Some(Instant::now());
+        if tx.send(m).await.is_err() {
+            return;
+        }
+    }
+    let f = v1::SweepFinished {
+        seq: batch_sizes.len() as u64 + 1,
+        sweep_id,
+        ok: true,
+        error: String::new(),
+        notes: vec![],
+    };
+    let _ = tx
+        .send(v1::AgentMessage {
+            body: Some(agent_message::Body::Finished(f)),
+        })
+        .await;
+}
+
+fn unix_us(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as u64
+}
+
+/// Where an agent's first result falls within the interval: spread by a hash
+/// of its name, so agents of different processes do not line up.
+fn phase_of(name: &str, interval: Duration) -> Duration {
+    if interval.is_zero() {
+        return Duration::ZERO;
+    }
+    // FNV-1a.
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    interval.mul_f64((h >> 11) as f64 / (1u64 << 53) as f64)
+}
+
+async fn run_one(
+    bin: &Path,
+    n: usize,
+    points: usize,
+    per_connection: usize,
+    ramp: usize,
+    interval: Duration,
+) -> Row {
     let data = tempfile::tempdir().expect("tempdir");
     let (mut child, url) = start_coordinator(bin, data.path());
     let pid = child.id();
@@ -280,7 +425,15 @@ async fn run_one(bin: &Path, n: usize, points: usize, per_connection: usize, ram
     let (conn_tx, mut conn_rx) = mpsc::channel(n.max(1));
     let (done_tx, mut done_rx) = mpsc::channel(n.max(1));
     let started = Instant::now();
-    spawn_agents(&url, n, per_connection, ramp, &conn_tx, &done_tx, &stop_rx).await;
+    spawn_agents(
+        &url,
+        n,
+        (per_connection, ramp, interval),
+        &conn_tx,
+        &done_tx,
+        &stop_rx,
+    )
+    .await;
     drop(conn_tx);
     eprintln!(
         "  spawned {n} agents in {:.2} s",
@@ -328,7 +481,7 @@ async fn run_one(bin: &Path, n: usize, points: usize, per_connection: usize, ram
     while finished < held {
         match tokio::time::timeout(Duration::from_secs(300), done_rx.recv()).await {
             Ok(Some(l)) => {
-                latencies.extend(l);
+                latencies.extend(l.acks.iter().map(|a| a.1));
                 finished += 1;
             }
             _ => break,
@@ -376,15 +529,14 @@ async fn run_one(bin: &Path, n: usize, points: usize, per_connection: usize, ram
 }
 
 /// Spawns `n` agent tasks, `per_connection` of them sharing an HTTP/2
-/// connection, at most `ramp` new sessions a second (0: all at once).
-#[allow(clippy::too_many_arguments)]
+/// connection, at most `ramp` new sessions a second (0: all at once), each
+/// sending a result every `interval` (0: all at once).
 async fn spawn_agents(
     url: &str,
     n: usize,
-    per_connection: usize,
-    ramp: usize,
+    (per_connection, ramp, interval): (usize, usize, Duration),
     connected: &mpsc::Sender<()>,
-    done: &mpsc::Sender<Vec<f64>>,
+    done: &mpsc::Sender<AgentStats>,
     stop: &watch::Receiver<bool>,
 ) {
     let endpoint = Endpoint::from_shared(url.to_string())
@@ -400,9 +552,12 @@ async fn spawn_agents(
             channel = Some(endpoint.connect_lazy());
         }
         let ch = channel.clone().expect("channel");
+        let name = format!("{}-{i:05}", prefix());
+        let phase = phase_of(&name, interval);
         tokio::spawn(agent(
             ch,
-            format!("{}-{i:05}", prefix()),
+            name,
+            (interval, phase),
             connected.clone(),
             done.clone(),
             stop.clone(),
@@ -417,7 +572,15 @@ async fn connect_only(url: &str, n: usize, per_connection: usize) -> usize {
     std::mem::forget(stop_tx);
     let (conn_tx, mut conn_rx) = mpsc::channel(n.max(1));
     let (done_tx, _done_rx) = mpsc::channel(n.max(1));
-    spawn_agents(url, n, per_connection, 0, &conn_tx, &done_tx, &stop_rx).await;
+    spawn_agents(
+        url,
+        n,
+        (per_connection, 0, Duration::ZERO),
+        &conn_tx,
+        &done_tx,
+        &stop_rx,
+    )
+    .await;
     drop(conn_tx);
     let started = Instant::now();
     let mut held = 0;
@@ -429,10 +592,147 @@ async fn connect_only(url: &str, n: usize, per_connection: usize) -> usize {
     held
 }
 
+/// Starts one sweep of `points` batch sizes (1..=points) on every connected agent.
+async fn start_sweep(url: &str, points: usize) {
+    let mut control = ControlClient::connect(url.to_string())
+        .await
+        .expect("connect to the coordinator");
+    let spec = SweepSpec {
+        batch_sizes: (1..=points).collect(),
+        ..SweepSpec::default()
+    };
+    let started = control
+        .start_sweep(v1::StartSweepRequest {
+            spec: Some((&spec).into()),
+            hosts: vec![],
+            gpu_model: String::new(),
+            deadline_seconds: 3600,
+            baseline: String::new(),
+        })
+        .await
+        .expect("start sweep")
+        .into_inner();
+    println!("{} {}", started.sweep_id, started.hosts.len());
+}
+
+/// `--stream`: open `n` sessions to a running coordinator, say when they are
+/// welcomed, stream the sweep someone else starts, and write what this
+/// process measured to `out` as JSON (written to a temporary name, then
+/// renamed, so a watcher sees it whole). Times are microseconds since the
+/// Unix epoch, comparable between processes on one machine.
+async fn stream(url: &str, n: usize, pacing: (usize, usize, Duration), out: &Path) {
+    let clock = (Instant::now(), SystemTime::now());
+    let wall = |t: Instant| unix_us(clock.1 + (t - clock.0));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // The sessions live as long as the process: the sender must not drop.
+    std::mem::forget(stop_tx);
+    let (conn_tx, mut conn_rx) = mpsc::channel(n.max(1));
+    let (done_tx, mut done_rx) = mpsc::channel(n.max(1));
+    let started = Instant::now();
+    spawn_agents(url, n, pacing, &conn_tx, &done_tx, &stop_rx).await;
+    drop(conn_tx);
+    let mut held = 0;
+    while held < n {
+        match tokio::time::timeout(Duration::from_secs(120), conn_rx.recv()).await {
+            Ok(Some(())) => held += 1,
+            _ => break,
+        }
+    }
+    let connect_s = started.elapsed().as_secs_f64();
+    {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "ready {held}/{n}");
+        let _ = stdout.flush();
+    }
+    let pid = std::process::id();
+    let cpu_ready = proc_cpu_s(pid);
+    let mut agents = Vec::with_capacity(held);
+    while agents.len() < held {
+        // The first result waits for the sweep, which starts once every
+        // process is ready; after that, agents finish close together.
+        let wait = if agents.is_empty() { 1800 } else { 300 };
+        match tokio::time::timeout(Duration::from_secs(wait), done_rx.recv()).await {
+            Ok(Some(stats)) => agents.push(stats),
+            _ => break,
+        }
+    }
+    let cpu_stream = proc_cpu_s(pid) - cpu_ready;
+    let mut latency_us: Vec<u32> = Vec::new();
+    let mut ack_us: Vec<u64> = Vec::new();
+    let mut rejected = 0;
+    for a in &agents {
+        rejected += a.rejected;
+        for &(at, ms) in &a.acks {
+            latency_us.push((ms * 1e3).round().min(f64::from(u32::MAX)) as u32);
+            ack_us.push(wall(at));
+        }
+    }
+    latency_us.sort_unstable();
+    ack_us.sort_unstable();
+    let first_send = agents.iter().filter_map(|a| a.first_send).min().map(wall);
+    let mut finished_us: Vec<u64> = agents
+        .iter()
+        .filter_map(|a| a.finished_at.map(wall))
+        .collect();
+    finished_us.sort_unstable();
+    let opt = |v: Option<u64>| v.map_or("null".to_string(), |v| v.to_string());
+    let list = |v: &mut dyn Iterator<Item = String>| v.collect::<Vec<_>>().join(",");
+    let json = format!(
+        "{{\"prefix\":\"{}\",\"sessions\":{n},\"held\":{held},\"connect_s\":{connect_s:.3},\
+         \"refused\":{},\"lost\":{},\"finished\":{},\"accepted\":{},\"rejected\":{rejected},\
+         \"first_send_unix_us\":{},\"last_ack_unix_us\":{},\"cpu_s_stream\":{cpu_stream:.2},\
+         \"cpu_s_total\":{:.2},\"latency_us\":[{}],\"ack_unix_us\":[{}],\"finished_unix_us\":[{}]}}\n",
+        prefix(),
+        REFUSED.load(Ordering::Relaxed),
+        LOST.load(Ordering::Relaxed),
+        agents.len(),
+        latency_us.len(),
+        opt(first_send),
+        opt(ack_us.last().copied()),
+        proc_cpu_s(pid),
+        list(&mut latency_us.iter().map(|v| v.to_string())),
+        list(&mut ack_us.iter().map(|v| v.to_string())),
+        list(&mut finished_us.iter().map(|v| v.to_string())),
+    );
+    let tmp = out.with_extension("tmp");
+    std::fs::write(&tmp, json).expect("write the figures");
+    std::fs::rename(&tmp, out).expect("rename the figures");
+    println!(
+        "done {}/{held} sessions finished, {} results acknowledged",
+        agents.len(),
+        latency_us.len()
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
     let _ = PREFIX.set(args.name_prefix.clone());
+    if let Some(url) = &args.start_sweep {
+        start_sweep(url, args.points).await;
+        return;
+    }
+    if let Some(url) = &args.stream {
+        let Some(out) = &args.out else {
+            eprintln!("--stream needs --out FILE");
+            std::process::exit(2);
+        };
+        let n = args.agents.first().copied().unwrap_or(0);
+        stream(
+            url,
+            n,
+            (
+                args.per_connection,
+                args.ramp_per_second,
+                Duration::from_millis(args.interval_ms),
+            ),
+            out,
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(args.hold_seconds)).await;
+        return;
+    }
     if let Some(url) = &args.connect_only {
         let n = args.agents.first().copied().unwrap_or(0);
         let held = connect_only(url, n, args.per_connection).await;
@@ -461,6 +761,7 @@ async fn main() {
             args.points,
             args.per_connection,
             args.ramp_per_second,
+            Duration::from_millis(args.interval_ms),
         )
         .await;
         rows.lock().expect("rows").push(row);

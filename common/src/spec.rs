@@ -93,7 +93,7 @@ impl FromStr for Precision {
             "bf16" | "bfloat16" => Ok(Precision::Bf16),
             _ => Err(SpecError::UnknownValue {
                 what: "dtype",
-                value: s.to_string(),
+                value: one_line(s),
                 expected: "f32, f16, bf16",
             }),
         }
@@ -138,7 +138,7 @@ impl FromStr for WeightsChoice {
             "random" | "synthetic" => Ok(WeightsChoice::Random),
             _ => Err(SpecError::UnknownValue {
                 what: "weights",
-                value: s.to_string(),
+                value: one_line(s),
                 expected: "auto, hub, random",
             }),
         }
@@ -180,7 +180,7 @@ impl FromStr for Engine {
             "candle-transformers" | "stock" => Ok(Engine::CandleTransformers),
             _ => Err(SpecError::UnknownValue {
                 what: "engine",
-                value: s.to_string(),
+                value: one_line(s),
                 expected: "fleetbench, candle-transformers",
             }),
         }
@@ -216,7 +216,7 @@ impl FromStr for DeviceSelector {
         let t = s.trim().to_ascii_lowercase();
         let unknown = || SpecError::UnknownValue {
             what: "device",
-            value: s.to_string(),
+            value: one_line(s),
             expected: "auto, cpu, cuda, cuda:N",
         };
         match t.as_str() {
@@ -311,6 +311,21 @@ impl SweepSpec {
     }
 }
 
+/// `text` as an error message quotes it: control characters and line
+/// separators escaped (`\n`), so that a message about a bad value stays on one
+/// line of a log, an `Ack.reason` or a gRPC status whatever the value held.
+pub fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// `8,16,32` for `[8, 16, 32]`.
 pub fn join_batch_sizes(sizes: &[usize]) -> String {
     sizes
@@ -368,7 +383,7 @@ pub fn parse_batch_sizes(text: &str) -> Result<Vec<usize>, SpecError> {
             Ok(v) if v.is_finite() && v > MAX_BATCH_SIZE as f64 => {
                 SpecError::BatchSizeTooLarge(i64::MAX)
             }
-            _ => SpecError::BatchSizeNotANumber(token.to_string()),
+            _ => SpecError::BatchSizeNotANumber(one_line(token)),
         })?;
         if value <= 0 {
             return Err(SpecError::BatchSizeNotPositive(value));

@@ -22,6 +22,15 @@ pub struct Connected {
     /// What the agent said it is doing, e.g. "cuda:0 batch 64 timed".
     pub current: String,
     pub points_total: u32,
+    /// Which agent process family holds the name (see `Hello.instance_id`).
+    pub instance_id: String,
+    pub peer: String,
+}
+
+/// A live session of another agent already holds the name.
+#[derive(Debug)]
+pub struct NameTaken {
+    pub peer: String,
 }
 
 #[derive(Debug, Default)]
@@ -35,11 +44,32 @@ impl Fleet {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a session under `name`, replacing (and so closing) any older
-    /// one: a restarted agent must not wait for its dead twin to time out.
-    pub fn connect(&self, name: &str, sender: AgentSender, now: i64) -> u64 {
+    /// Registers a session under `name`, replacing (and so closing) an older
+    /// one of the same agent: a restarted agent must not wait for its dead
+    /// twin to time out. A different agent (another `instance_id`) is refused
+    /// while the holder was heard from within `alive_ms`.
+    pub fn connect(
+        &self,
+        name: &str,
+        instance_id: &str,
+        peer: &str,
+        sender: AgentSender,
+        now: i64,
+        alive_ms: i64,
+    ) -> Result<u64, NameTaken> {
         let session_id = self.next_session.fetch_add(1, Ordering::Relaxed) + 1;
-        let previous = self.lock().insert(
+        let mut map = self.lock();
+        if let Some(old) = map.get(name)
+            && !instance_id.is_empty()
+            && !old.instance_id.is_empty()
+            && old.instance_id != instance_id
+            && now - old.last_seen_ms < alive_ms
+        {
+            return Err(NameTaken {
+                peer: old.peer.clone(),
+            });
+        }
+        let previous = map.insert(
             name.to_string(),
             Connected {
                 session_id,
@@ -48,15 +78,18 @@ impl Fleet {
                 active_sweep: String::new(),
                 current: String::new(),
                 points_total: 0,
+                instance_id: instance_id.to_string(),
+                peer: peer.to_string(),
             },
         );
+        drop(map);
         if previous.is_some() {
             tracing::info!(
                 agent = name,
                 "a new session replaces the agent's previous one"
             );
         }
-        session_id
+        Ok(session_id)
     }
 
     /// Removes the session if it is still the current one for `name`.

@@ -14,7 +14,7 @@ use fleetbench_common::spec::DEFAULT_MODEL;
 use fleetbench_coordinator::demo::{DemoOptions, run_demo};
 use fleetbench_coordinator::operator::{self, ControlTarget, SweepRequest};
 use fleetbench_coordinator::security::{ServerSecurity, ServerTlsFiles};
-use fleetbench_coordinator::sweeps::{Coordinator, CoordinatorConfig};
+use fleetbench_coordinator::sweeps::{Coordinator, CoordinatorConfig, Limits};
 use fleetbench_proto::security::{ClientTls, Token};
 
 #[derive(Parser, Debug)]
@@ -116,6 +116,18 @@ enum Command {
         /// Allow listening beyond loopback without TLS (a network you trust).
         #[arg(long)]
         insecure: bool,
+        /// Most agent sessions held at once; more are refused until some leave.
+        #[arg(long, env = "FLEETBENCH_MAX_AGENTS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        max_agents: u64,
+        /// Largest gRPC message accepted, in bytes.
+        #[arg(long, default_value_t = 4 << 20, value_parser = clap::value_parser!(u64).range(1024..=(256 << 20)))]
+        max_message_bytes: u64,
+        /// Most results stored per sweep (all hosts); more are refused with a reason.
+        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+        max_results_per_sweep: u64,
+        /// Most results stored per host in one sweep; more are refused with a reason.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+        max_results_per_host: u64,
         /// Seconds between agent heartbeats.
         #[arg(long, default_value_t = 5.0)]
         heartbeat_interval: f64,
@@ -246,6 +258,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             agent_token_file,
             operator_token_file,
             insecure,
+            max_agents,
+            max_message_bytes,
+            max_results_per_sweep,
+            max_results_per_host,
             heartbeat_interval,
             default_deadline,
             prices,
@@ -277,6 +293,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config.heartbeat_timeout = config.heartbeat_interval * 3;
             config.default_deadline = Duration::from_secs(default_deadline.max(1));
             config.protocol_version = protocol_version;
+            config.limits = Limits {
+                max_agents: max_agents as usize,
+                max_message_bytes: max_message_bytes as usize,
+                max_results_per_sweep,
+                max_results_per_host,
+            };
             if let Some(path) = prices {
                 let text = std::fs::read_to_string(&path)
                     .with_context(|| format!("cannot read --prices {}", path.display()))?;

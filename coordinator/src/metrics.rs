@@ -35,6 +35,13 @@ pub struct Metrics {
     results_refused: Counter,
     agent_disconnects: Counter,
     result_ack_seconds: Histogram,
+    store_failures: Counter,
+    limit_hits: Family<LimitLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabel {
+    limit: String,
 }
 
 impl Default for Metrics {
@@ -44,6 +51,8 @@ impl Default for Metrics {
             results_refused: Counter::default(),
             agent_disconnects: Counter::default(),
             result_ack_seconds: Histogram::new(ACK_BUCKETS),
+            store_failures: Counter::default(),
+            limit_hits: Family::default(),
         }
     }
 }
@@ -69,6 +78,20 @@ impl Metrics {
 
     pub fn result_refused(&self) {
         self.results_refused.inc();
+    }
+
+    /// A result could not be stored (disk full, database locked).
+    pub fn store_failed(&self) {
+        self.store_failures.inc();
+    }
+
+    /// A resource limit refused something (`agents`, `results_per_sweep`, ...).
+    pub fn limit_hit(&self, limit: &str) {
+        self.limit_hits
+            .get_or_create(&LimitLabel {
+                limit: limit.to_string(),
+            })
+            .inc();
     }
 
     pub fn agent_disconnected(&self) {
@@ -134,6 +157,16 @@ impl Metrics {
             "results_refused",
             "Results refused with a reason (unknown sweep, invalid content)",
             self.results_refused.clone(),
+        );
+        registry.register(
+            "store_failures",
+            "Results that could not be stored (and were not acknowledged)",
+            self.store_failures.clone(),
+        );
+        registry.register(
+            "limit_hits",
+            "Requests refused by a resource limit, by limit",
+            self.limit_hits.clone(),
         );
         registry.register(
             "result_ack_seconds",

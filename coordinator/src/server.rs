@@ -20,9 +20,6 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::security::{ServerSecurity, tls_incoming};
 use crate::sweeps::{Coordinator, SweepError, SweepView};
 
-/// Largest accepted message. Results are a few kB; this leaves room for
-/// long `--min-seconds` runs (100,000 iterations of 8 bytes) and no more.
-pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl From<SweepError> for Status {
@@ -83,15 +80,38 @@ impl AgentSession for SessionService {
         }
         valid_agent_name(&hello.agent_name)?;
         let name = hello.agent_name.clone();
+        let max_agents = self.coordinator.config.limits.max_agents;
+        if self.coordinator.fleet.len() >= max_agents && self.coordinator.fleet.get(&name).is_none()
+        {
+            self.coordinator.metrics.limit_hit("agents");
+            tracing::warn!(agent = %name, %peer, max_agents, "refused an agent: at the session limit");
+            return Err(Status::resource_exhausted(format!(
+                "the coordinator holds its limit of {max_agents} agent sessions (--max-agents); try again later"
+            )));
+        }
         let mut inventory: HostInventory = hello.inventory.map(Into::into).unwrap_or_default();
         inventory.hostname = name.clone();
 
         let (tx, rx) = mpsc::channel(1024);
         let coordinator = self.coordinator.clone();
-        let session_id =
-            coordinator
-                .fleet
-                .connect(&name, tx.clone(), fleetbench_common::time::now_unix_ms());
+        let alive_ms = coordinator.config.heartbeat_timeout.as_millis() as i64;
+        let session_id = match coordinator.fleet.connect(
+            &name,
+            &hello.instance_id,
+            &peer,
+            tx.clone(),
+            fleetbench_common::time::now_unix_ms(),
+            alive_ms,
+        ) {
+            Ok(id) => id,
+            Err(taken) => {
+                tracing::warn!(agent = %name, %peer, holder = %taken.peer, "refused a second agent claiming a connected agent's name");
+                return Err(Status::already_exists(format!(
+                    "another agent named '{name}' is connected (from {}): give this one its own --name, or stop the other",
+                    taken.peer
+                )));
+            }
+        };
         // Welcome goes first on the channel, before any RunSweep the
         // registration below may queue for this agent.
         let _ = tx.send(Ok(coordinator.welcome())).await;
@@ -136,9 +156,15 @@ impl AgentSession for SessionService {
                     Some(agent_message::Body::Result(r)) => {
                         coordinator.agent_seen(&name, session_id, None);
                         let arrived = std::time::Instant::now();
-                        if let Some(ack) = coordinator.result_received(&name, r).await {
-                            let _ = tx.send(Ok(ack_msg(ack))).await;
-                            coordinator.metrics.ack_latency(arrived.elapsed());
+                        match coordinator.result_received(&name, r).await {
+                            Ok(ack) => {
+                                let _ = tx.send(Ok(ack_msg(ack))).await;
+                                coordinator.metrics.ack_latency(arrived.elapsed());
+                            }
+                            Err(why) => {
+                                let _ = tx.send(Err(Status::unavailable(why.clone()))).await;
+                                break why;
+                            }
                         }
                     }
                     Some(agent_message::Body::Finished(f)) => {
@@ -335,20 +361,21 @@ pub async fn serve(
             }
         })
     };
+    let max_message_bytes = coordinator.config.limits.max_message_bytes;
     // Each API checks its own role's token before any handler runs; health
     // and reflection stay open for probes.
     let session = InterceptedService::new(
         AgentSessionServer::new(SessionService {
             coordinator: coordinator.clone(),
         })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        .max_decoding_message_size(max_message_bytes),
         security.agent_gate(),
     );
     let control = InterceptedService::new(
         ControlServer::new(ControlService {
             coordinator: coordinator.clone(),
         })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        .max_decoding_message_size(max_message_bytes),
         security.operator_gate(),
     );
     // Acks are small writes answered by small writes: without TCP_NODELAY,

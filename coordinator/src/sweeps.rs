@@ -7,6 +7,7 @@
 //! they were: agents reconnect, are sent what they have not finished, and the
 //! deadlines still hold.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +52,36 @@ pub struct CoordinatorConfig {
     pub protocol_version: u32,
     /// Prices per GPU-hour for the fleet reports' cost efficiency.
     pub prices: Option<fleetbench_common::report::PriceTable>,
+    /// Resource limits; each hit is logged and counted in /metrics.
+    pub limits: Limits,
+}
+
+/// Bounds that keep one misbehaving agent or sweep from exhausting the
+/// coordinator. Defaults sit far above a real fleet's needs (a sweep of the
+/// seed's 5 batch sizes on 8 GPUs is 40 results per host).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Agent sessions held at once; more are refused until some leave.
+    pub max_agents: usize,
+    /// Largest gRPC message accepted, in bytes. Results are a few kB; the
+    /// default leaves room for long `--min-seconds` runs (100,000 latency
+    /// samples of 8 bytes) and no more.
+    pub max_message_bytes: usize,
+    /// Results stored per sweep, all hosts together.
+    pub max_results_per_sweep: u64,
+    /// Results stored per host in one sweep.
+    pub max_results_per_host: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_agents: 20_000,
+            max_message_bytes: 4 << 20,
+            max_results_per_sweep: 1_000_000,
+            max_results_per_host: 10_000,
+        }
+    }
 }
 
 impl CoordinatorConfig {
@@ -62,6 +93,7 @@ impl CoordinatorConfig {
             default_deadline: Duration::from_secs(3600),
             protocol_version: PROTOCOL_VERSION,
             prices: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -76,6 +108,15 @@ pub struct Coordinator {
     pub metrics: Metrics,
     /// Fires with a sweep id whenever that sweep changes; watchers re-read it.
     changes: broadcast::Sender<String>,
+    /// Stored results per sweep and per host, for the result limits; loaded
+    /// from the store the first time a sweep is seen after a restart.
+    result_counts: std::sync::Mutex<HashMap<String, ResultCounts>>,
+}
+
+#[derive(Debug, Default)]
+struct ResultCounts {
+    total: u64,
+    per_host: HashMap<String, u64>,
 }
 
 /// Report options chosen when the sweep started, kept with it.
@@ -110,6 +151,7 @@ impl Coordinator {
             fleet: Fleet::default(),
             metrics: Metrics::default(),
             changes,
+            result_counts: std::sync::Mutex::new(HashMap::new()),
         }))
     }
 
@@ -304,13 +346,19 @@ impl Coordinator {
     }
 
     /// Stores one result; the returned Ack is sent only after the commit.
-    /// `None` when it could not be stored: no ack, so the agent resends it.
-    pub async fn result_received(&self, host: &str, r: v1::PointResultMsg) -> Option<v1::Ack> {
+    /// `Err` when it could not be stored (disk full, database locked): no
+    /// ack, and the caller closes the session with that error so the agent
+    /// keeps the result and sends it again after a pause.
+    pub async fn result_received(
+        &self,
+        host: &str,
+        r: v1::PointResultMsg,
+    ) -> Result<v1::Ack, String> {
         let seq = r.seq;
         let refuse = |reason: String| {
             tracing::warn!(host, seq, %reason, "result refused");
             self.metrics.result_refused();
-            Some(v1::Ack {
+            Ok(v1::Ack {
                 seq,
                 accepted: false,
                 reason,
@@ -345,17 +393,22 @@ impl Coordinator {
             agent_seq: seq,
             received_ms: now_unix_ms(),
         };
+        if let Some(limit) = self.result_limit_reached(&r.sweep_id, host) {
+            self.metrics.limit_hit(limit.0);
+            return refuse(limit.1);
+        }
         match self.writer.insert(new).await {
             Ok(Inserted::New) => {
                 self.metrics.result_stored();
+                self.count_result(&r.sweep_id, host);
                 self.changed(&r.sweep_id);
-                Some(v1::Ack {
+                Ok(v1::Ack {
                     seq,
                     accepted: true,
                     reason: String::new(),
                 })
             }
-            Ok(Inserted::Duplicate) => Some(v1::Ack {
+            Ok(Inserted::Duplicate) => Ok(v1::Ack {
                 seq,
                 accepted: true,
                 reason: "already stored".into(),
@@ -366,9 +419,65 @@ impl Coordinator {
             )),
             // Not stored, so not acknowledged: the agent keeps it and resends.
             Err(e) => {
-                tracing::error!(host, seq, error = %e, "could not store a result; the agent will resend it");
-                None
+                tracing::error!(host, seq, error = %e, "could not store a result; refusing results from this agent until the store works again");
+                self.metrics.store_failed();
+                Err(format!(
+                    "the coordinator could not store result {seq} ({e}); it is not acknowledged: keep it and send it again later"
+                ))
             }
+        }
+    }
+
+    /// `(limit name, reason)` when storing one more result of `host` in
+    /// `sweep` would pass a result limit.
+    fn result_limit_reached(&self, sweep: &str, host: &str) -> Option<(&'static str, String)> {
+        let limits = &self.config.limits;
+        let mut counts = self.result_counts.lock().ok()?;
+        if !counts.contains_key(sweep) {
+            // Old sweeps are reloaded on demand, so the cache may be dropped.
+            if counts.len() >= 64 {
+                counts.clear();
+            }
+            let loaded = self.store.result_counts(sweep).unwrap_or_default();
+            counts.insert(
+                sweep.to_string(),
+                ResultCounts {
+                    total: loaded.values().map(|(n, _)| *n as u64).sum(),
+                    per_host: loaded
+                        .into_iter()
+                        .map(|(h, (n, _))| (h, n as u64))
+                        .collect(),
+                },
+            );
+        }
+        let c = counts.get(sweep)?;
+        if c.total >= limits.max_results_per_sweep {
+            return Some((
+                "results_per_sweep",
+                format!(
+                    "sweep '{sweep}' already has {} results, the coordinator's limit (--max-results-per-sweep); this one is not stored",
+                    c.total
+                ),
+            ));
+        }
+        let of_host = c.per_host.get(host).copied().unwrap_or(0);
+        if of_host >= limits.max_results_per_host {
+            return Some((
+                "results_per_host",
+                format!(
+                    "host '{host}' already has {of_host} results in sweep '{sweep}', the coordinator's limit (--max-results-per-host); this one is not stored"
+                ),
+            ));
+        }
+        None
+    }
+
+    fn count_result(&self, sweep: &str, host: &str) {
+        if let Ok(mut counts) = self.result_counts.lock()
+            && let Some(c) = counts.get_mut(sweep)
+        {
+            c.total += 1;
+            *c.per_host.entry(host.to_string()).or_insert(0) += 1;
         }
     }
 

@@ -22,7 +22,8 @@ pub enum ConvertError {
 fn invalid(field: &'static str, value: impl Into<String>) -> ConvertError {
     ConvertError::Invalid {
         field,
-        value: value.into(),
+        // The value came from the network: keep the message on one line.
+        value: c::spec::one_line(&value.into()),
     }
 }
 
@@ -301,14 +302,29 @@ impl TryFrom<v1::PointResult> for c::PointResult {
                     .latency
                     .ok_or(ConvertError::Missing("point.latency"))?
                     .into();
-                let finite = [
-                    latency.mean_ms,
-                    latency.p99_ms,
-                    s.throughput,
-                    s.timed_seconds,
+                // Every figure, not only the headline ones: the store keeps
+                // the point as JSON, where NaN and infinity do not exist.
+                let mut figures = vec![
+                    ("latency.mean_ms", latency.mean_ms),
+                    ("latency.p50_ms", latency.p50_ms),
+                    ("latency.p90_ms", latency.p90_ms),
+                    ("latency.p99_ms", latency.p99_ms),
+                    ("latency.min_ms", latency.min_ms),
+                    ("latency.max_ms", latency.max_ms),
+                    ("latency.std_ms", latency.std_ms),
+                    ("latency.cv", latency.cv),
+                    ("throughput", s.throughput),
+                    ("timed_seconds", s.timed_seconds),
                 ];
-                if finite.iter().any(|v| !v.is_finite() || *v < 0.0) {
-                    return Err(invalid("point.measured", "non-finite or negative figure"));
+                figures.extend(s.samples_ms.iter().map(|v| ("samples_ms", *v)));
+                figures.extend(s.avg_power_watts.map(|v| ("avg_power_watts", v)));
+                figures.extend(s.energy_joules.map(|v| ("energy_joules", v)));
+                figures.extend(s.sm_clock_mhz.map(|v| ("sm_clock_mhz", v)));
+                if let Some((name, v)) = figures.iter().find(|(_, v)| !v.is_finite() || *v < 0.0) {
+                    return Err(invalid(
+                        "point.measured",
+                        format!("{name} = {v:?}: non-finite or negative figure"),
+                    ));
                 }
                 c::PointOutcome::Measured(c::PointStats {
                     warmup: s.warmup,

@@ -287,7 +287,12 @@ impl ClientTls {
         let mut endpoint = Endpoint::from_shared(url.to_string())
             .map_err(|_| bad_url())?
             .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            // A connection that silently stops carrying bytes (a stalled
+            // link, a dead NAT entry) is noticed within about 20 s.
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
         match endpoint.uri().scheme_str() {
             Some("https") => {
                 endpoint = endpoint

@@ -6,6 +6,8 @@
 //! executables (their packages have integration tests of their own, which
 //! makes cargo build them first).
 
+pub mod proxy;
+
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -297,4 +299,21 @@ pub fn http_get(url: &str) -> (String, String) {
         head.lines().next().unwrap_or("").to_string(),
         body.to_string(),
     )
+}
+
+/// Waits until the sweep is no longer `running`; returns its final state.
+pub fn wait_sweep_end(coordinator: &CoordinatorProc, sweep: &str, timeout: Duration) -> String {
+    let mut state = String::new();
+    wait_until(timeout, &format!("sweep {sweep} to end"), || {
+        state = coordinator.sweep_state(sweep);
+        state != "running" && state != "missing"
+    });
+    state
+}
+
+/// Writes straight to the test's stderr, past libtest's output capture, so
+/// tables show in CI's log.
+pub fn show(text: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stderr().write_all(text.as_bytes());
 }

@@ -164,12 +164,17 @@ impl PriceTable {
                 }
                 let (k, v) = line.split_once(',').ok_or_else(|| {
                     format!(
-                        "prices line {}: expected GPU_MODEL,PRICE_PER_HOUR, got '{line}'",
-                        n + 1
+                        "prices line {}: expected GPU_MODEL,PRICE_PER_HOUR, got '{}'",
+                        n + 1,
+                        crate::spec::one_line(line)
                     )
                 })?;
                 let price: f64 = v.trim().parse().map_err(|_| {
-                    format!("prices line {}: '{}' is not a number", n + 1, v.trim())
+                    format!(
+                        "prices line {}: '{}' is not a number",
+                        n + 1,
+                        crate::spec::one_line(v.trim())
+                    )
                 })?;
                 t.insert(k.trim().to_string(), price);
             }
@@ -178,7 +183,8 @@ impl PriceTable {
         for (k, v) in &table {
             if !(v.is_finite() && *v > 0.0) {
                 return Err(format!(
-                    "price of {k} must be a positive number of dollars per GPU-hour, got {v}"
+                    "price of {} must be a positive number of dollars per GPU-hour, got {v}",
+                    crate::spec::one_line(k)
                 ));
             }
         }
