@@ -17,8 +17,9 @@
 //! its sessions are welcomed, streams when a sweep starts (one
 //! `--start-sweep URL` process starts it on every connected agent), and writes
 //! its raw figures to FILE: every accepted result's send-to-ack latency in
-//! microseconds (sorted) and ack time, plus counts and start/end times on the
-//! wall clock, so that the files merge into one distribution and one window.
+//! microseconds and ack time (in ack order), each host's finish time, counts
+//! and start/end times on the wall clock, so that the files merge into one
+//! distribution and one window.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -658,18 +659,16 @@ async fn stream(url: &str, n: usize, pacing: (usize, usize, Duration), out: &Pat
         }
     }
     let cpu_stream = proc_cpu_s(pid) - cpu_ready;
-    let mut latency_us: Vec<u32> = Vec::new();
-    let mut ack_us: Vec<u64> = Vec::new();
+    // (ack time, send-to-ack) pairs in ack order, written as two parallel lists.
+    let mut acks: Vec<(u64, u32)> = Vec::new();
     let mut rejected = 0;
     for a in &agents {
         rejected += a.rejected;
         for &(at, ms) in &a.acks {
-            latency_us.push((ms * 1e3).round().min(f64::from(u32::MAX)) as u32);
-            ack_us.push(wall(at));
+            acks.push((wall(at), (ms * 1e3).round().min(f64::from(u32::MAX)) as u32));
         }
     }
-    latency_us.sort_unstable();
-    ack_us.sort_unstable();
+    acks.sort_unstable();
     let first_send = agents.iter().filter_map(|a| a.first_send).min().map(wall);
     let mut finished_us: Vec<u64> = agents
         .iter()
@@ -687,12 +686,12 @@ async fn stream(url: &str, n: usize, pacing: (usize, usize, Duration), out: &Pat
         REFUSED.load(Ordering::Relaxed),
         LOST.load(Ordering::Relaxed),
         agents.len(),
-        latency_us.len(),
+        acks.len(),
         opt(first_send),
-        opt(ack_us.last().copied()),
+        opt(acks.last().map(|a| a.0)),
         proc_cpu_s(pid),
-        list(&mut latency_us.iter().map(|v| v.to_string())),
-        list(&mut ack_us.iter().map(|v| v.to_string())),
+        list(&mut acks.iter().map(|v| v.1.to_string())),
+        list(&mut acks.iter().map(|v| v.0.to_string())),
         list(&mut finished_us.iter().map(|v| v.to_string())),
     );
     let tmp = out.with_extension("tmp");
@@ -701,7 +700,7 @@ async fn stream(url: &str, n: usize, pacing: (usize, usize, Duration), out: &Pat
     println!(
         "done {}/{held} sessions finished, {} results acknowledged",
         agents.len(),
-        latency_us.len()
+        acks.len()
     );
 }
 

@@ -483,4 +483,32 @@ mod tests {
             spec
         );
     }
+
+    /// Fuzz finding F1 (fuzz/RESULTS.md, target sweep_spec, minimal input
+    /// "\n"): a refused value was quoted verbatim, so a line break in it
+    /// split the error over several lines of a log or an `Ack.reason`.
+    #[test]
+    fn errors_quoting_a_bad_value_stay_on_one_line() {
+        let breaks = [
+            '\n', '\r', '\u{0b}', '\u{0c}', '\u{85}', '\u{2028}', '\u{2029}',
+        ];
+        for text in ["\n", "x\ny", "\u{85}", "bf\u{0b}16", "cuda:\u{2028}1"] {
+            let errors = [
+                text.parse::<Precision>().err(),
+                text.parse::<DeviceSelector>().err(),
+                text.parse::<Engine>().err(),
+                text.parse::<WeightsChoice>().err(),
+            ];
+            for e in errors {
+                let message = e.expect("refused").to_string();
+                assert!(!message.contains(breaks), "{message:?}");
+            }
+        }
+        assert_eq!(
+            parse_batch_sizes("8,1\n6"),
+            Err(SpecError::BatchSizeNotANumber("1\\n6".into()))
+        );
+        assert_eq!(one_line("a\tb\u{2029}c"), "a\\tb\\u{2029}c");
+        assert_eq!(one_line("H100 ü 'x'"), "H100 ü 'x'");
+    }
 }

@@ -302,10 +302,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(path) = prices {
                 let text = std::fs::read_to_string(&path)
                     .with_context(|| format!("cannot read --prices {}", path.display()))?;
-                config.prices = Some(
-                    fleetbench_common::report::PriceTable::parse(&text)
-                        .map_err(|e| anyhow::anyhow!("--prices {}: {e}", path.display()))?,
-                );
+                let table = fleetbench_common::report::PriceTable::parse(&text)
+                    .map_err(|e| anyhow::anyhow!("--prices {}: {e}", path.display()))?;
+                if table.0.is_empty() {
+                    anyhow::bail!(
+                        "--prices {}: the file has no prices: write {{\"H100-SXM\": 3.5}} or lines of H100-SXM,3.5",
+                        path.display()
+                    );
+                }
+                config.prices = Some(table);
             }
             let coordinator = Coordinator::open(config)
                 .with_context(|| format!("cannot open the store in {}", data.display()))?;

@@ -15,7 +15,7 @@ use tonic::transport::Channel;
 
 #[derive(Debug, Error)]
 pub enum OperatorError {
-    #[error("{0}")]
+    #[error(transparent)]
     Settings(#[from] SecurityError),
     #[error(
         "cannot reach the coordinator at {url}: {why} (is `fleetbench serve` running? set --coordinator or FLEETBENCH_COORDINATOR)"

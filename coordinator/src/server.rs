@@ -138,7 +138,16 @@ impl AgentSession for SessionService {
             let why = loop {
                 let msg = match tokio::time::timeout(timeout, inbound.message()).await {
                     Err(_) => break format!("no heartbeat for {timeout:?}"),
-                    Ok(Err(status)) => break format!("stream error: {}", status.message()),
+                    Ok(Err(status)) => {
+                        // Tell the agent why (an oversized message, say)
+                        // rather than just closing.
+                        if status.message().contains("message length too large") {
+                            coordinator.metrics.limit_hit("message_size");
+                        }
+                        let why = format!("stream error: {}", status.message());
+                        let _ = tx.send(Err(status)).await;
+                        break why;
+                    }
                     Ok(Ok(None)) => break "session closed by the agent".to_string(),
                     Ok(Ok(Some(m))) => m,
                 };

@@ -455,7 +455,10 @@ impl Store {
     pub fn unfinished_hosts(&self, sweep: &str) -> Result<i64, StoreError> {
         self.with(|c| {
             c.query_row(
-                "SELECT COUNT(*) FROM sweep_hosts WHERE sweep_id = ?1 AND state NOT IN ('completed', 'failed', 'cancelled')",
+                // `state = 'running'` (the one unfinished state) is answered by
+                // the (sweep_id, state) index alone; NOT IN read every host of
+                // the sweep, ~2 ms per finished host at 10,000 hosts (bench/RESULTS.md).
+                "SELECT COUNT(*) FROM sweep_hosts WHERE sweep_id = ?1 AND state = 'running'",
                 params![sweep],
                 |r| r.get(0),
             )

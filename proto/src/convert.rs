@@ -93,6 +93,10 @@ impl From<v1::HostInventory> for c::HostInventory {
     }
 }
 
+fn saturate(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 impl From<&c::SweepSpec> for v1::SweepSpec {
     fn from(s: &c::SweepSpec) -> Self {
         v1::SweepSpec {
@@ -101,8 +105,10 @@ impl From<&c::SweepSpec> for v1::SweepSpec {
             engine: s.engine.to_string(),
             device: s.device.to_string(),
             dtype: s.dtype.to_string(),
-            batch_sizes: s.batch_sizes.iter().map(|&b| b as u32).collect(),
-            seq_len: s.seq_len as u32,
+            // Saturating, not wrapping: a value out of range stays out of
+            // range (and is refused) instead of turning into a valid one.
+            batch_sizes: s.batch_sizes.iter().map(|&b| saturate(b)).collect(),
+            seq_len: saturate(s.seq_len),
             warmup: s.warmup,
             iterations: s.iterations,
             min_seconds: s.min_seconds,
@@ -152,10 +158,16 @@ impl TryFrom<v1::DeviceDescription> for c::DeviceDescription {
             "cuda" => c::DeviceKind::Cuda,
             other => return Err(invalid("device.kind", other)),
         };
-        let id_ok = d.id == "cpu"
-            || d.id
-                .strip_prefix("cuda:")
-                .is_some_and(|n| n.parse::<u32>().is_ok());
+        // The one id of a device of that kind: "cuda:1", never "cuda:01",
+        // "cuda:+1" or a CPU called "cuda:1" (results are keyed by it).
+        let id_ok = match kind {
+            c::DeviceKind::Cpu => d.id == "cpu",
+            c::DeviceKind::Cuda => {
+                d.id.strip_prefix("cuda:")
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .is_some_and(|n| d.id == format!("cuda:{n}"))
+            }
+        };
         if !id_ok {
             return Err(invalid("device.id", d.id));
         }
@@ -411,6 +423,130 @@ mod tests {
                 ..wire
             })
             .is_err()
+        );
+    }
+
+    fn measured_wire_point() -> v1::PointResult {
+        let latency = LatencySummary::from_samples_ms(&[20.0, 22.0]).expect("summary");
+        let stats = c::PointStats {
+            warmup: 1,
+            iterations: 2,
+            timed_seconds: 0.042,
+            throughput: 8.0 / 0.021,
+            latency,
+            samples_ms: vec![20.0, 22.0],
+            peak_rss_bytes: None,
+            gpu_process_bytes: None,
+            gpu_device_bytes: None,
+            avg_power_watts: Some(70.0),
+            energy_joules: Some(3.0),
+            throttle_reasons: vec![],
+            sm_clock_mhz: Some(1500.0),
+        };
+        (&c::PointResult {
+            batch_size: 8,
+            seq_len: 128,
+            outcome: c::PointOutcome::Measured(stats),
+        })
+            .into()
+    }
+
+    /// Fuzz finding F4 (fuzz/RESULTS.md, target agent_message): only four
+    /// figures were checked, so a point with a NaN p50 or a negative sample
+    /// was acknowledged, stored as JSON with `null` in it, and then failed to
+    /// read back, taking every report of its sweep with it.
+    #[test]
+    fn every_figure_of_a_measured_point_must_be_finite_and_not_negative() {
+        let good = measured_wire_point();
+        assert!(c::PointResult::try_from(good.clone()).is_ok());
+        type Spoil = fn(&mut v1::PointStats);
+        let spoilers: [(&str, Spoil); 6] = [
+            ("latency.p50_ms", |s| {
+                if let Some(l) = s.latency.as_mut() {
+                    l.p50_ms = f64::NAN
+                }
+            }),
+            ("latency.std_ms", |s| {
+                if let Some(l) = s.latency.as_mut() {
+                    l.std_ms = -1.0
+                }
+            }),
+            ("samples_ms", |s| s.samples_ms.push(-3.4e-308)),
+            ("avg_power_watts", |s| {
+                s.avg_power_watts = Some(f64::INFINITY)
+            }),
+            ("energy_joules", |s| s.energy_joules = Some(-5.0)),
+            ("sm_clock_mhz", |s| s.sm_clock_mhz = Some(f64::NAN)),
+        ];
+        for (field, spoil) in spoilers {
+            let mut wire = good.clone();
+            if let Some(v1::point_result::Outcome::Measured(s)) = wire.outcome.as_mut() {
+                spoil(s);
+            }
+            let e = c::PointResult::try_from(wire).expect_err(field).to_string();
+            assert!(e.contains(field), "{field}: {e}");
+        }
+    }
+
+    /// Fuzz finding F5 (fuzz/RESULTS.md, target agent_message): a device's
+    /// id was not checked against its kind, nor for being the one spelling of
+    /// that device, so "cuda:01" and "cuda:1" stored the same GPU twice.
+    #[test]
+    fn device_ids_are_canonical_and_match_their_kind() {
+        let device = |id: &str, kind: &str| v1::DeviceDescription {
+            id: id.into(),
+            kind: kind.into(),
+            name: "x".into(),
+            simulated: false,
+        };
+        assert!(c::DeviceDescription::try_from(device("cpu", "cpu")).is_ok());
+        assert!(c::DeviceDescription::try_from(device("cuda:1", "cuda")).is_ok());
+        for (id, kind) in [
+            ("cuda:1", "cpu"),
+            ("cpu", "cuda"),
+            ("cuda:01", "cuda"),
+            ("cuda:+1", "cuda"),
+            ("cuda:", "cuda"),
+            ("cuda:4294967296", "cuda"),
+        ] {
+            assert!(
+                c::DeviceDescription::try_from(device(id, kind)).is_err(),
+                "{id} of kind {kind}"
+            );
+        }
+    }
+
+    /// Fuzz finding F6 (fuzz/RESULTS.md, target sweep_spec, input
+    /// "429496729711" as --seq-len): the wire form truncated to u32, so an
+    /// invalid spec became a valid one with sequence length 111.
+    #[test]
+    fn out_of_range_spec_values_stay_out_of_range_on_the_wire() {
+        let long = c::SweepSpec {
+            seq_len: 429_496_729_711,
+            ..c::SweepSpec::default()
+        };
+        assert!(c::SweepSpec::try_from(v1::SweepSpec::from(&long)).is_err());
+        let big = c::SweepSpec {
+            batch_sizes: vec![(1 << 32) + 8],
+            ..c::SweepSpec::default()
+        };
+        assert!(c::SweepSpec::try_from(v1::SweepSpec::from(&big)).is_err());
+    }
+
+    /// Fuzz finding F1 on the wire: a refused value is quoted on one line.
+    #[test]
+    fn refusals_quote_the_value_on_one_line() {
+        let e = c::DeviceDescription::try_from(v1::DeviceDescription {
+            id: "cpu".into(),
+            kind: "cu\nda".into(),
+            name: String::new(),
+            simulated: false,
+        })
+        .expect_err("unknown kind")
+        .to_string();
+        assert_eq!(
+            e,
+            "message field 'device.kind' has an invalid value 'cu\\nda'"
         );
     }
 }

@@ -837,4 +837,26 @@ mod tests {
         assert_eq!(median(vec![]), None);
         assert_eq!(mode([(4, 16), (4, 16), (3, 8)].into_iter()), Some((4, 16)));
     }
+
+    /// Fuzz finding F2 (fuzz/RESULTS.md, target config): a vertical tab or
+    /// a lone carriage return inside a CSV line, or a line break in a JSON
+    /// key, was quoted verbatim and split the error over several lines.
+    #[test]
+    fn price_errors_stay_on_one_line() {
+        let breaks = [
+            '\n', '\r', '\u{0b}', '\u{0c}', '\u{85}', '\u{2028}', '\u{2029}',
+        ];
+        for text in [
+            "T4\u{0b}0.35",
+            "T4,0.35\u{0b}A10,1",
+            "T4\r0.35\n",
+            "{\"T4\\n\": -1}",
+            "A10,1\u{2028}x",
+        ] {
+            let e = PriceTable::parse(text).expect_err(text);
+            assert!(!e.contains(breaks), "{text:?} gave {e:?}");
+        }
+        // Windows line ends are still fine.
+        assert!(PriceTable::parse("T4,0.35\r\nA10,1\r\n").is_ok());
+    }
 }
