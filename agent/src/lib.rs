@@ -16,3 +16,4 @@ pub mod runner;
 pub mod simulate;
 pub mod spool;
 pub mod sweep_args;
+pub mod tls_args;

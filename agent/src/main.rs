@@ -14,9 +14,10 @@ use fleetbench_agent::model::{LoadedModel, ModelRequest};
 use fleetbench_agent::probe::{NvmlProbe, host_inventory};
 use fleetbench_agent::simulate::SimulatedGpu;
 use fleetbench_agent::sweep_args::SweepArgs;
+use fleetbench_agent::tls_args::ClientTlsArgs;
 use fleetbench_common::spec::DEFAULT_MODEL;
 use fleetbench_common::{DeviceSelector, Engine, Precision, WeightsChoice};
-use fleetbench_proto::security::{ClientTls, Token};
+use fleetbench_proto::security::Token;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -77,25 +78,8 @@ enum Command {
         /// Where unacknowledged results are kept (default: ~/.local/state/fleetbench-agent/<name>).
         #[arg(long, env = "FLEETBENCH_SPOOL")]
         spool: Option<PathBuf>,
-        /// CA certificate (PEM) that signed the coordinator's certificate (https:// coordinators).
-        #[arg(long, env = "FLEETBENCH_TLS_CA", value_name = "FILE")]
-        tls_ca: Option<PathBuf>,
-        /// This agent's certificate (PEM), for a coordinator that requires client certificates.
-        #[arg(
-            long,
-            env = "FLEETBENCH_TLS_CERT",
-            value_name = "FILE",
-            requires = "tls_key"
-        )]
-        tls_cert: Option<PathBuf>,
-        /// The key of --tls-cert (PEM).
-        #[arg(
-            long,
-            env = "FLEETBENCH_TLS_KEY",
-            value_name = "FILE",
-            requires = "tls_cert"
-        )]
-        tls_key: Option<PathBuf>,
+        #[command(flatten)]
+        tls: ClientTlsArgs,
         /// File holding the agent token (or set FLEETBENCH_AGENT_TOKEN to the token).
         #[arg(long, value_name = "FILE")]
         token_file: Option<PathBuf>,
@@ -268,9 +252,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             coordinator,
             name,
             spool,
-            tls_ca,
-            tls_cert,
-            tls_key,
+            tls,
             token_file,
             once,
             max_spool_mb,
@@ -303,11 +285,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let mut config = AgentConfig::new(coordinator, name, spool, backend);
             config.protocol_version = protocol_version;
-            config.tls = ClientTls {
-                ca: tls_ca,
-                cert: tls_cert,
-                key: tls_key,
-            };
+            config.tls = tls.client_tls();
             config.token = Token::load(token_file.as_deref(), "FLEETBENCH_AGENT_TOKEN")?;
             config.once = once;
             config.max_spool_bytes = max_spool_mb << 20;

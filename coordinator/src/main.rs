@@ -9,13 +9,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use fleetbench_agent::sweep_args::SweepArgs;
+use fleetbench_agent::tls_args::ClientTlsArgs;
 use fleetbench_common::WeightsChoice;
 use fleetbench_common::spec::DEFAULT_MODEL;
 use fleetbench_coordinator::demo::{DemoOptions, run_demo};
 use fleetbench_coordinator::operator::{self, ControlTarget, SweepRequest};
 use fleetbench_coordinator::security::{ServerSecurity, ServerTlsFiles};
 use fleetbench_coordinator::sweeps::{Coordinator, CoordinatorConfig, Limits};
-use fleetbench_proto::security::{ClientTls, Token};
+use fleetbench_proto::security::Token;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -38,15 +39,8 @@ struct Remote {
         global = true
     )]
     coordinator: String,
-    /// CA certificate (PEM) that signed the coordinator's certificate.
-    #[arg(long, env = "FLEETBENCH_TLS_CA", value_name = "FILE", global = true)]
-    tls_ca: Option<PathBuf>,
-    /// This operator's certificate (PEM), for a coordinator that requires client certificates.
-    #[arg(long, env = "FLEETBENCH_TLS_CERT", value_name = "FILE", global = true)]
-    tls_cert: Option<PathBuf>,
-    /// The key of --tls-cert (PEM).
-    #[arg(long, env = "FLEETBENCH_TLS_KEY", value_name = "FILE", global = true)]
-    tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
     /// File holding the operator token (or set FLEETBENCH_OPERATOR_TOKEN to the token).
     #[arg(long, value_name = "FILE", global = true)]
     operator_token_file: Option<PathBuf>,
@@ -56,11 +50,7 @@ impl Remote {
     fn target(&self) -> anyhow::Result<ControlTarget> {
         Ok(ControlTarget {
             url: self.coordinator.clone(),
-            tls: ClientTls {
-                ca: self.tls_ca.clone(),
-                cert: self.tls_cert.clone(),
-                key: self.tls_key.clone(),
-            },
+            tls: self.tls.client_tls(),
             token: Token::load(
                 self.operator_token_file.as_deref(),
                 "FLEETBENCH_OPERATOR_TOKEN",

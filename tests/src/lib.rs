@@ -317,3 +317,13 @@ pub fn show(text: &str) {
     use std::io::Write as _;
     let _ = std::io::stderr().write_all(text.as_bytes());
 }
+
+/// The sweep id `fleetbench sweep` prints on its first line.
+pub fn sweep_id_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}

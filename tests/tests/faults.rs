@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use fleetbench_tests::proxy::FaultProxy;
 use fleetbench_tests::{
-    AgentProc, CoordinatorProc, show, text, wait_for_agents, wait_sweep_end, wait_until,
+    AgentProc, CoordinatorProc, show, sweep_id_of, text, wait_for_agents, wait_sweep_end,
+    wait_until,
 };
 
 const BATCH_SIZES: &str = "8,16,32,64";
@@ -47,12 +48,7 @@ fn start_sweep(coordinator: &CoordinatorProc, extra: &[&str]) -> String {
     args.extend_from_slice(extra);
     let out = coordinator.cli(&args);
     assert!(out.status.success(), "sweep: {}", text(&out));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_string()
+    sweep_id_of(&out)
 }
 
 fn stored_count(coordinator: &CoordinatorProc, sweep: &str) -> usize {
@@ -176,14 +172,40 @@ fn coordinator_killed_mid_sweep(dir: &Path) -> Row {
     )
 }
 
-fn connections_dropped(dir: &Path) -> Row {
+/// A coordinator, a proxy in front of it, two agents dialling the proxy, and
+/// a sweep that has stored its first result.
+struct ProxiedFleet {
+    coordinator: CoordinatorProc,
+    proxy: FaultProxy,
+    agents: [AgentProc; 2],
+    sweep: String,
+}
+
+fn proxied_fleet(dir: &Path) -> ProxiedFleet {
     let coordinator = CoordinatorProc::start(&dir.join("data"), None, &[]);
     let proxy = FaultProxy::start(&coordinator.addr);
-    let a = simulated(&proxy.url(), "a", dir, "300");
-    let b = simulated(&proxy.url(), "b", dir, "300");
+    let agents = [
+        simulated(&proxy.url(), "a", dir, "300"),
+        simulated(&proxy.url(), "b", dir, "300"),
+    ];
     wait_for_agents(&coordinator, 2);
     let sweep = start_sweep(&coordinator, &[]);
     wait_stored(&coordinator, &sweep, 1);
+    ProxiedFleet {
+        coordinator,
+        proxy,
+        agents,
+        sweep,
+    }
+}
+
+fn connections_dropped(dir: &Path) -> Row {
+    let ProxiedFleet {
+        coordinator,
+        proxy,
+        agents: [a, b],
+        sweep,
+    } = proxied_fleet(dir);
     proxy.drop_connections();
     wait_stored(&coordinator, &sweep, 4);
     proxy.drop_connections();
@@ -198,13 +220,12 @@ fn connections_dropped(dir: &Path) -> Row {
 
 fn connections_stalled(dir: &Path) -> Row {
     // Heartbeats every 0.5 s: the coordinator gives up on a silent agent after 1.5 s.
-    let coordinator = CoordinatorProc::start(&dir.join("data"), None, &[]);
-    let proxy = FaultProxy::start(&coordinator.addr);
-    let a = simulated(&proxy.url(), "a", dir, "300");
-    let b = simulated(&proxy.url(), "b", dir, "300");
-    wait_for_agents(&coordinator, 2);
-    let sweep = start_sweep(&coordinator, &[]);
-    wait_stored(&coordinator, &sweep, 1);
+    let ProxiedFleet {
+        coordinator,
+        proxy,
+        agents: [a, b],
+        sweep,
+    } = proxied_fleet(dir);
     proxy.stall(true);
     std::thread::sleep(Duration::from_secs(3));
     let log = coordinator.log_text();

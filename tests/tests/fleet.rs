@@ -5,19 +5,10 @@
 use std::time::Duration;
 
 use fleetbench_tests::{
-    AgentProc, CoordinatorProc, fixture_model, text, wait_for_agents, wait_until,
+    AgentProc, CoordinatorProc, fixture_model, sweep_id_of, text, wait_for_agents, wait_until,
 };
 
 const SWEEP_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn sweep_id_of(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_string()
-}
 
 #[test]
 fn a_sweep_over_three_agents_stores_every_result_and_writes_both_kinds_of_report() {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use fleetbench_tests::{AgentProc, CoordinatorProc, text, wait_for_agents};
+use fleetbench_tests::{AgentProc, CoordinatorProc, sweep_id_of, text, wait_for_agents};
 use serde_json::Value;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -36,12 +36,7 @@ fn sweep(coordinator: &CoordinatorProc) -> String {
         "--wait",
     ]);
     assert!(out.status.success(), "{}", text(&out));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_string()
+    sweep_id_of(&out)
 }
 
 /// The PNG's pixel size from its IHDR chunk.

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use fleetbench_tests::{
-    AgentProc, CoordinatorProc, http_get, text, wait_for_agents, wait_sweep_end, wait_until,
+    AgentProc, CoordinatorProc, http_get, sweep_id_of, text, wait_for_agents, wait_sweep_end,
+    wait_until,
 };
 
 fn limit_hits(metrics: &str, limit: &str) -> f64 {
@@ -69,12 +70,7 @@ fn session_and_result_limits_refuse_with_a_reason_and_are_counted() {
         "1",
     ]);
     assert!(out.status.success(), "{}", text(&out));
-    let sweep = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_string();
+    let sweep = sweep_id_of(&out);
     wait_sweep_end(&coordinator, &sweep, Duration::from_secs(60));
     assert_eq!(coordinator.stored(&sweep).len(), 2);
     wait_until(
