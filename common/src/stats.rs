@@ -160,11 +160,9 @@ mod tests {
     /// control_request): serde_json without its `float_roundtrip` feature
     /// reads some f64 back one bit off, so a point the coordinator stores as
     /// JSON is not the point the agent measured (here std_ms
-    /// 1.0801234497346437 came back as ...435). Needs
-    /// `serde_json = { version = "1", features = ["float_roundtrip"] }` in the
+    /// 1.0801234497346437 came back as ...435). Fixed by the feature in the
     /// root Cargo.toml's [workspace.dependencies].
     #[test]
-    #[ignore = "needs serde_json's float_roundtrip feature in the root Cargo.toml (fuzz/RESULTS.md F3)"]
     fn summaries_survive_the_stores_json_exactly() {
         let summary = LatencySummary::from_samples_ms(&[20.0, 21.0, 22.5, 20.5]).expect("summary");
         let json = serde_json::to_string(&summary).expect("serialise");
