@@ -1,7 +1,17 @@
-//! Records the candle version this agent is built with, for the reports'
-//! environment section, from the workspace's Cargo.lock.
+//! Build facts the agent reports about itself: the candle version (from the
+//! workspace's Cargo.lock) and, in a CUDA build, the toolkit version and the
+//! compute capability its kernels were compiled for.
+
+use std::process::Command;
 
 fn main() {
+    candle_version();
+    if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
+        cuda_build();
+    }
+}
+
+fn candle_version() {
     // Read at run time, not baked in with env!(): a build script compiled in
     // one checkout is reused by another sharing the target directory (CI's
     // clone and a developer's tree), and must read that checkout's lock file.
@@ -20,4 +30,38 @@ fn main() {
         }
     }
     println!("cargo:rustc-env=FLEETBENCH_CANDLE_VERSION={version}");
+}
+
+/// The same facts candle's own build uses: `nvcc --version` (cudarc picks its
+/// CUDA API from it) and `CUDA_COMPUTE_CAP` (candle-kernels compiles its PTX
+/// for it). The agent compares them with the driver and the GPU at run time.
+fn cuda_build() {
+    println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
+    println!("cargo:rerun-if-env-changed=PATH");
+    println!("cargo:rerun-if-env-changed=CUDA_HOME");
+    let nvcc = std::env::var("CUDA_HOME")
+        .map(|home| format!("{home}/bin/nvcc"))
+        .ok()
+        .filter(|p| std::path::Path::new(p).exists())
+        .unwrap_or_else(|| "nvcc".to_string());
+    let version = Command::new(&nvcc)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|text| nvcc_release(&text))
+        .unwrap_or_else(|| "unknown".to_string());
+    let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "unknown".to_string());
+    println!("cargo:rustc-env=FLEETBENCH_CUDA_BUILD_VERSION={version}");
+    println!("cargo:rustc-env=FLEETBENCH_CUDA_COMPUTE_CAP={cap}");
+}
+
+/// "Cuda compilation tools, release 12.2, V12.2.140" -> "12.2".
+fn nvcc_release(text: &str) -> Option<String> {
+    let rest = &text[text.find("release ")? + "release ".len()..];
+    let version: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    (!version.is_empty()).then_some(version)
 }

@@ -6,7 +6,15 @@ which makes the virtual environment this needs).
         safetensors (the directory both engines load)
   check DIR --agent BIN                       same logits from both engines?
   bench DIR --json OUT                        time PyTorch eager (one process)
-  compare DIR --agent BIN --work DIR          the alternating A/B run and table
+  compare DIR --agent BIN --work DIR          the alternating A/B run and table (CPU)
+
+check and bench take --device cpu|cuda[:N] and --dtype f32|f16|bf16 (default
+cpu and f32): on CUDA the model is moved with model.to(device, dtype), every
+timed iteration is bracketed by torch.cuda.synchronize(), and bench records
+torch.cuda.max_memory_allocated() per batch size (peak statistics reset before
+each batch size's warm-up). --min-seconds keeps a point iterating until both
+--iterations and that many timed seconds are reached, like the agent's
+--min-seconds / GPU minimum. bench/gpu/check.sh runs them on a lent GPU.
 
 Inputs are the agent's own sample sentences (SAMPLE_TEXTS, read from
 agent/src/runner.rs so both engines classify the same text), tokenised with the
@@ -29,6 +37,10 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNNER_RS = os.path.join(ROOT, "agent", "src", "runner.rs")
 MAX_ABS_DIFF = 1e-3
+# The agent's --dtype names.
+DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
+# Same cap as the agent's sweep (fleetbench_common::spec::MAX_ITERATIONS).
+MAX_ITERATIONS = 1_000_000
 # transformers' progress bars and notices would clutter the output.
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -67,11 +79,33 @@ def encode(model_dir, texts, seq_len):
     return ids, mask
 
 
-def load(model_dir):
+def load(model_dir, device="cpu", dtype="f32"):
+    """The directory's safetensors in float32, then model.to(device, dtype)."""
     import torch
     from transformers import DistilBertForSequenceClassification
     model = DistilBertForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32)
-    return model.eval()
+    return model.to(device=torch.device(device), dtype=getattr(torch, DTYPES[dtype])).eval()
+
+
+def synchronizer(torch, device):
+    """A function that waits for the device's queued work (a no-op on the CPU)."""
+    if torch.device(device).type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def device_facts(torch, device):
+    """What the JSON records about the device PyTorch ran on."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return {"device": str(dev), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    matmul = torch.backends.cuda.matmul
+    return {"device": str(dev), "device_name": torch.cuda.get_device_name(dev),
+            "cuda": torch.version.cuda,
+            "capability": ".".join(map(str, torch.cuda.get_device_capability(dev))),
+            "tf32_matmul": bool(matmul.allow_tf32),
+            "fp16_reduced_precision_reduction": bool(matmul.allow_fp16_reduced_precision_reduction),
+            "bf16_reduced_precision_reduction": bool(matmul.allow_bf16_reduced_precision_reduction)}
 
 
 def cmd_make_model(a):
@@ -102,49 +136,80 @@ def cmd_check(a):
                RUST_LOG="warn")
     out = subprocess.run(
         [a.agent, "classify", "--json", "--model", a.dir, "--weights", "hub",
-         "--device", "cpu", "--engine", "fleetbench", *texts],
+         "--device", a.device, "--dtype", a.dtype, "--engine", "fleetbench", *texts],
         env=env, check=True, capture_output=True, text=True)
     if out.stderr.strip():
         print(out.stderr.strip(), file=sys.stderr)
     candle = [r["logits"] for r in json.loads(out.stdout)]
-    model = load(a.dir)
+    model = load(a.dir, a.device, a.dtype)
     ids, mask = encode(a.dir, texts, a.seq_len)
     with torch.inference_mode():
-        ref = model(input_ids=ids, attention_mask=mask).logits.tolist()
+        ref = model(input_ids=ids.to(a.device), attention_mask=mask.to(a.device)).logits
+        ref = ref.float().tolist()
     diff = max(abs(c - r) for cr, rr in zip(candle, ref) for c, r in zip(cr, rr))
     scale = max(abs(r) for rr in ref for r in rr)
     agree = sum((cr[1] > cr[0]) == (rr[1] > rr[0]) for cr, rr in zip(candle, ref))
-    print(f"== logits check on {len(texts)} sentences: max |candle - torch| = {diff:.2e} "
+    print(f"== logits check ({a.device}, {a.dtype}) on {len(texts)} sentences: "
+          f"max |candle - torch| = {diff:.2e} "
           f"(largest |logit| {scale:.3f}; labels agree {agree}/{len(texts)}); "
           f"first: candle {[round(x, 5) for x in candle[0]]} torch {[round(x, 5) for x in ref[0]]}")
-    if not (len(candle) == len(ref) and diff < MAX_ABS_DIFF):
-        sys.exit(f"the engines disagree: max abs diff {diff:.2e} >= {MAX_ABS_DIFF}")
+    if not (len(candle) == len(ref) and diff < a.tol):
+        sys.exit(f"the engines disagree: max abs diff {diff:.2e} >= {a.tol}")
 
 
 def cmd_bench(a):
-    """Warm-up then timed forwards per batch size, in this one process."""
+    """Warm-up then timed forwards per batch size, in this one process.
+
+    Like the agent's sweep: the device is synchronised after every forward
+    (before the clock is read), a point runs until both --iterations and
+    --min-seconds of timed iterations are reached, and throughput is batch
+    size over mean latency. t_start and t_end (Unix seconds) bound each point's
+    timed iterations, so that sensor logs can be cut to them."""
     torch = set_threads(a.threads)
     import transformers
-    model = load(a.dir)
+    cuda = torch.device(a.device).type == "cuda"
+    model = load(a.dir, a.device, a.dtype)
+    sync = synchronizer(torch, a.device)
     texts = sample_texts()
     points = []
     for batch in [int(b) for b in a.batch_sizes.split(",")]:
         ids, mask = encode(a.dir, [texts[i % len(texts)] for i in range(batch)], a.seq_len)
+        ids, mask = ids.to(a.device), mask.to(a.device)
+        if cuda:
+            sync()
+            torch.cuda.reset_peak_memory_stats(a.device)
         with torch.inference_mode():
             for _ in range(a.warmup):
                 model(input_ids=ids, attention_mask=mask)
+            sync()
             samples_ms = []
-            for _ in range(a.iterations):
+            t_start = time.time()
+            started = time.perf_counter()
+            while ((len(samples_ms) < a.iterations
+                    or time.perf_counter() - started < a.min_seconds)
+                   and len(samples_ms) < MAX_ITERATIONS):
                 t0 = time.perf_counter()
                 model(input_ids=ids, attention_mask=mask)
+                sync()
                 samples_ms.append((time.perf_counter() - t0) * 1e3)
+            t_end = time.time()
         mean = statistics.mean(samples_ms)
-        points.append({"batch_size": batch, "throughput": batch / (mean / 1e3),
-                       "samples_ms": samples_ms})
+        point = {"batch_size": batch, "throughput": batch / (mean / 1e3), "mean_ms": mean,
+                 "iterations": len(samples_ms), "timed_seconds": sum(samples_ms) / 1e3,
+                 "t_start": t_start, "t_end": t_end, "samples_ms": samples_ms}
+        if cuda:
+            point["peak_allocated_bytes"] = torch.cuda.max_memory_allocated(a.device)
+            point["peak_reserved_bytes"] = torch.cuda.max_memory_reserved(a.device)
+        points.append(point)
+        print(f"pytorch {a.device} {a.dtype} batch {batch:4d}: {mean:9.3f} ms mean, "
+              f"{batch / (mean / 1e3):10.2f} samples/s, {len(samples_ms)} iterations", flush=True)
     json.dump({"torch": torch.__version__, "transformers": transformers.__version__,
                "threads": torch.get_num_threads(),
                "attn_implementation": model.config._attn_implementation,
                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+               "dtype": a.dtype, "seq_len": a.seq_len, "warmup": a.warmup,
+               "iterations": a.iterations, "min_seconds": a.min_seconds,
+               **device_facts(torch, a.device),
                "points": points}, open(a.json, "w"), indent=1)
 
 
@@ -265,12 +330,20 @@ def main():
         p.set_defaults(fn=fn)
         if name in ("check", "compare"):
             p.add_argument("--agent", required=True)
+        if name in ("check", "bench"):
+            p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+            p.add_argument("--dtype", default="f32", choices=sorted(DTYPES))
+        if name == "check":
+            p.add_argument("--tol", type=float, default=MAX_ABS_DIFF,
+                           help="largest accepted |candle - torch| logit difference")
         if name in ("bench", "compare"):
             p.add_argument("--batch-sizes", default="1,8,32")
             p.add_argument("--warmup", type=int, default=2)
             p.add_argument("--iterations", type=int, default=5)
         if name == "bench":
             p.add_argument("--json", required=True)
+            p.add_argument("--min-seconds", type=float, default=0.0,
+                           help="keep iterating until this many timed seconds are reached")
         if name == "compare":
             p.add_argument("--rounds", type=int, default=3)
             p.add_argument("--work", required=True)

@@ -9,8 +9,17 @@ use fleetbench_common::report::{safe_file_stem, write_machine_reports};
 use fleetbench_common::{MachineReport, SweepSpec};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::devices::{SystemCuda, resolve_devices};
 use crate::probe::{GpuProbe, host_inventory};
 use crate::runner::{self, Phase, RunEvent};
+
+/// What `bench` did: a report per device that ran, and the devices that could
+/// not, with their reasons.
+#[derive(Debug)]
+pub struct BenchRun {
+    pub outputs: Vec<BenchOutput>,
+    pub failed: Vec<String>,
+}
 
 /// One device's report and the files it was written to.
 #[derive(Debug)]
@@ -26,13 +35,18 @@ pub fn run_bench(
     out_dir: &Path,
     gpu: &dyn GpuProbe,
     cancel: &AtomicBool,
-) -> anyhow::Result<Vec<BenchOutput>> {
+) -> anyhow::Result<BenchRun> {
     spec.validate()?;
     let host = host_inventory(gpu);
-    let devices = runner::resolve_devices(spec.device, gpu, &host.cpu_model)?;
-    let several = devices.len() > 1;
+    let resolution = resolve_devices(spec.device, spec.dtype, gpu, &SystemCuda, &host.cpu_model)?;
+    let devices = &resolution.devices;
+    let several = devices.len() + resolution.failed.len() > 1;
     let mut outputs = Vec::new();
-    for dev in &devices {
+    let mut failures: Vec<String> = resolution.failed.iter().map(ToString::to_string).collect();
+    for failure in &failures {
+        tracing::error!("{failure}");
+    }
+    for dev in devices {
         let bar = progress_bar(spec.batch_sizes.len() as u64, &dev.description.id);
         let mut sink = |ev: RunEvent| match ev {
             RunEvent::Progress {
@@ -77,7 +91,19 @@ pub fn run_bench(
                 }
             }
         };
-        let sweep = runner::run_device(spec, dev, gpu, &|_| false, cancel, &mut sink)?;
+        let mut sweep = match runner::run_device(spec, dev, gpu, &|_| false, cancel, &mut sink) {
+            Ok(sweep) => sweep,
+            // One device that cannot run the sweep (a model that does not
+            // load there, a warm-up rule) must not cost the others theirs.
+            Err(e) if devices.len() > 1 => {
+                let failure = format!("{}: {e}", dev.description.id);
+                tracing::error!("{failure}");
+                failures.push(failure);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        sweep.notes.extend(resolution.notes.iter().cloned());
         if let Some(b) = bar {
             b.finish_and_clear();
         }
@@ -106,7 +132,10 @@ pub fn run_bench(
         let files = write_machine_reports(out_dir, &stem, &report)?;
         outputs.push(BenchOutput { report, files });
     }
-    Ok(outputs)
+    Ok(BenchRun {
+        outputs,
+        failed: failures,
+    })
 }
 
 /// A progress bar on a terminal, `None` (plain log lines) otherwise.

@@ -26,6 +26,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic::transport::Endpoint;
 
+use crate::devices::{self, SystemCuda};
 use crate::probe::{GpuProbe, host_inventory, process_memory};
 use crate::runner::{self, RunEvent};
 use crate::simulate::SimulatedGpu;
@@ -547,10 +548,20 @@ impl JobContext {
                 notes.extend(out.notes);
             }
             Backend::Real(gpu) => {
-                match runner::resolve_devices(self.spec.device, gpu.as_ref(), &self.cpu_name) {
+                match devices::resolve_devices(
+                    self.spec.device,
+                    self.spec.dtype,
+                    gpu.as_ref(),
+                    &SystemCuda,
+                    &self.cpu_name,
+                ) {
                     Err(e) => errors.push(e.to_string()),
-                    Ok(devices) => {
-                        for dev in devices {
+                    Ok(resolution) => {
+                        // A GPU that cannot be used fails alone: the host's
+                        // sweep ends failed with its reason, after the others ran.
+                        errors.extend(resolution.failed.iter().map(ToString::to_string));
+                        notes.extend(resolution.notes);
+                        for dev in resolution.devices {
                             let id = dev.description.id.clone();
                             let skip = |b: usize| self.done.contains(&(id.clone(), b));
                             match runner::run_device(

@@ -10,7 +10,10 @@
 
 pub mod bench;
 pub mod client;
+pub mod devices;
+pub mod gpu;
 pub mod model;
+pub mod plan;
 pub mod probe;
 pub mod runner;
 pub mod simulate;

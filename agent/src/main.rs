@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use fleetbench_agent::bench::run_bench;
 use fleetbench_agent::client::{AgentConfig, Backend, run_agent};
+use fleetbench_agent::devices::{SystemCuda, resolve_devices};
 use fleetbench_agent::model::{LoadedModel, ModelRequest};
 use fleetbench_agent::probe::{NvmlProbe, host_inventory};
 use fleetbench_agent::simulate::SimulatedGpu;
@@ -139,54 +139,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&inv)?);
             } else {
-                println!("host:    {}", inv.hostname);
-                println!("os:      {} (kernel {})", inv.os, inv.kernel);
+                let visible =
+                    std::env::var(fleetbench_agent::gpu::visible::VISIBLE_DEVICES_VAR).ok();
                 println!(
-                    "cpu:     {} ({} logical cores{})",
-                    inv.cpu_model,
-                    inv.cpu_logical_cores,
-                    inv.cpu_physical_cores
-                        .map(|p| format!(", {p} physical"))
-                        .unwrap_or_default()
+                    "{}",
+                    fleetbench_agent::probe::info_text(
+                        &inv,
+                        fleetbench_agent::gpu::compat::CudaBuild::this_build().as_ref(),
+                        visible.as_deref(),
+                    )
                 );
-                println!(
-                    "memory:  {:.1} GiB",
-                    inv.memory_bytes as f64 / (1u64 << 30) as f64
-                );
-                if inv.gpus.is_empty() {
-                    println!(
-                        "gpus:    {}",
-                        inv.gpu_note.as_deref().unwrap_or("no NVIDIA GPU found")
-                    );
-                }
-                for g in &inv.gpus {
-                    println!(
-                        "gpu {}:   {} ({:.0} GiB, uuid {}, driver {}, CUDA {}, PCIe gen {} x{}, power limit {} W)",
-                        g.index,
-                        g.name,
-                        g.memory_total_bytes as f64 / (1u64 << 30) as f64,
-                        g.uuid,
-                        g.driver_version,
-                        g.cuda_version.as_deref().unwrap_or("-"),
-                        g.pcie_generation
-                            .map(|v| v.to_string())
-                            .unwrap_or_else(|| "-".into()),
-                        g.pcie_width
-                            .map(|v| v.to_string())
-                            .unwrap_or_else(|| "-".into()),
-                        g.power_limit_watts
-                            .map(|v| format!("{v:.0}"))
-                            .unwrap_or_else(|| "-".into()),
-                    );
-                }
             }
             Ok(())
         }
         Command::Bench { sweep, out } => {
             let spec = sweep.spec();
             spec.validate()?;
-            let outputs = run_bench(&spec, &out, &NvmlProbe::new(), &AtomicBool::new(false))?;
-            for o in &outputs {
+            let run = run_bench(&spec, &out, &NvmlProbe::new(), &AtomicBool::new(false))?;
+            for o in &run.outputs {
                 println!(
                     "{} on {}: {} parameters, weights {}",
                     o.report.model.name,
@@ -197,6 +167,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 for f in &o.files {
                     println!("wrote {}", f.display());
                 }
+            }
+            if !run.failed.is_empty() {
+                anyhow::bail!(
+                    "{} device(s) could not be measured: {}",
+                    run.failed.len(),
+                    run.failed.join("; ")
+                );
             }
             Ok(())
         }
@@ -209,16 +186,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
             texts,
         } => {
+            // The same resolution as a sweep (UUID matching, build and dtype
+            // checks); `auto` stays on the CPU here, `cuda` means its first GPU.
             let candle_device = match device {
                 DeviceSelector::Cpu | DeviceSelector::Auto => candle_core::Device::Cpu,
-                DeviceSelector::Cuda(n) => {
-                    if !cfg!(feature = "cuda") {
-                        anyhow::bail!(
-                            "this fleetbench-agent was built without the `cuda` feature: rebuild with --features cuda or use --device cpu"
-                        );
+                DeviceSelector::Cuda(_) => {
+                    let resolution =
+                        resolve_devices(device, dtype, &NvmlProbe::new(), &SystemCuda, "cpu")?;
+                    match resolution.devices.into_iter().next() {
+                        Some(first) => first.device,
+                        None => anyhow::bail!(
+                            "no usable GPU: {}",
+                            resolution
+                                .failed
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        ),
                     }
-                    candle_core::Device::new_cuda(n.unwrap_or(0) as usize)
-                        .context("cannot open the CUDA device")?
                 }
             };
             let request = ModelRequest {

@@ -1,25 +1,26 @@
 //! The sweep: for every batch size, warm-up then timed iterations of the
 //! forward pass on one device, with the device synchronised before each clock
-//! read, and memory, power and throttling sampled around the point.
+//! read, and GPU power, energy, clocks and memory sampled during the timed
+//! window by a background thread (see [`crate::gpu::sampler`]).
 //!
 //! A batch size that fails (out of memory, say) becomes a failed point and the
 //! sweep goes on; only a model that cannot be loaded stops a device's sweep.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use candle_core::Device;
-use fleetbench_common::spec::MAX_ITERATIONS;
 use fleetbench_common::stats::LatencySummary;
 use fleetbench_common::{
-    DeviceDescription, DeviceKind, DeviceSelector, ModelInfo, PointOutcome, PointResult,
-    PointStats, RunEnvironment, SweepSpec,
+    DeviceDescription, ModelInfo, PointOutcome, PointResult, PointStats, RunEnvironment, SweepSpec,
 };
 use thiserror::Error;
 
+pub use crate::devices::ResolvedDevice;
+use crate::gpu::sampler::{SAMPLE_INTERVAL, sample_while, summarise};
 use crate::model::{LoadedModel, ModelError, ModelRequest};
-use crate::probe::{GpuProbe, GpuSample, process_memory};
+use crate::plan::{TimingError, TimingPlan, check_kernel_limits};
+use crate::probe::{GpuProbe, process_memory};
 
 /// Sentences the sweep classifies: real text through the real tokenizer,
 /// padded or truncated to the sequence length like a serving system would.
@@ -41,78 +42,8 @@ pub const CUDA_COMPILED: bool = cfg!(feature = "cuda");
 pub enum RunError {
     #[error(transparent)]
     Model(#[from] ModelError),
-    #[error("{0}")]
-    Device(String),
-}
-
-/// A device the sweep can run on.
-#[derive(Debug, Clone)]
-pub struct ResolvedDevice {
-    pub description: DeviceDescription,
-    pub device: Device,
-    /// NVML index when this is a GPU.
-    pub gpu_index: Option<u32>,
-}
-
-/// The devices a selector means on this host.
-pub fn resolve_devices(
-    selector: DeviceSelector,
-    gpu: &dyn GpuProbe,
-    cpu_name: &str,
-) -> Result<Vec<ResolvedDevice>, RunError> {
-    let cpu = || ResolvedDevice {
-        description: DeviceDescription::cpu(cpu_name),
-        device: Device::Cpu,
-        gpu_index: None,
-    };
-    let gpus = gpu.gpus();
-    match selector {
-        DeviceSelector::Cpu => Ok(vec![cpu()]),
-        DeviceSelector::Auto => match gpus {
-            Ok(list) if cfg!(feature = "cuda") && !list.is_empty() => {
-                list.iter().map(|g| cuda_device(g.index, &g.name)).collect()
-            }
-            _ => Ok(vec![cpu()]),
-        },
-        DeviceSelector::Cuda(which) => {
-            if !cfg!(feature = "cuda") {
-                return Err(RunError::Device(
-                    "this fleetbench-agent was built without the `cuda` feature: rebuild it with `--features cuda` (see README, \"GPU agent\") or use --device cpu".into(),
-                ));
-            }
-            let list = gpus.map_err(|note| {
-                RunError::Device(format!("--device {selector}: {note}; use --device cpu"))
-            })?;
-            match which {
-                None => list.iter().map(|g| cuda_device(g.index, &g.name)).collect(),
-                Some(n) => {
-                    let g = list.iter().find(|g| g.index == n).ok_or_else(|| {
-                        RunError::Device(format!(
-                            "--device cuda:{n}: this host has {} GPU(s) (0 to {})",
-                            list.len(),
-                            list.len().saturating_sub(1)
-                        ))
-                    })?;
-                    Ok(vec![cuda_device(g.index, &g.name)?])
-                }
-            }
-        }
-    }
-}
-
-fn cuda_device(index: u32, name: &str) -> Result<ResolvedDevice, RunError> {
-    let device = Device::new_cuda(index as usize)
-        .map_err(|e| RunError::Device(format!("cannot open CUDA device {index} ({name}): {e}")))?;
-    Ok(ResolvedDevice {
-        description: DeviceDescription {
-            id: format!("cuda:{index}"),
-            kind: DeviceKind::Cuda,
-            name: name.to_string(),
-            simulated: false,
-        },
-        device,
-        gpu_index: Some(index),
-    })
+    #[error(transparent)]
+    Timing(#[from] TimingError),
 }
 
 /// Where a point is.
@@ -165,6 +96,11 @@ pub fn environment() -> RunEnvironment {
     if cfg!(feature = "cuda") {
         build_features.push("cuda".to_string());
     }
+    #[cfg(feature = "cuda")]
+    if crate::gpu::cuda::stock_allocator() {
+        // Reports must say the allocator was left as candle has it.
+        build_features.push("cuda-stock-allocator".to_string());
+    }
     RunEnvironment {
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
         candle_version: env!("FLEETBENCH_CANDLE_VERSION").to_string(),
@@ -183,6 +119,9 @@ pub fn run_device(
     cancel: &AtomicBool,
     sink: &mut dyn FnMut(RunEvent),
 ) -> Result<DeviceSweep, RunError> {
+    // Checked before the model loads: a rule broken for the whole device
+    // should cost nothing.
+    let plan = TimingPlan::for_device(spec, device.description.kind)?;
     let todo: Vec<usize> = spec
         .batch_sizes
         .iter()
@@ -205,6 +144,7 @@ pub fn run_device(
         ..ModelRequest::new(spec.model.clone())
     };
     let model = LoadedModel::load(&request, &device.device)?;
+    let mut notes = model.notes().to_vec();
     let mut points = Vec::new();
     for (done, &batch) in todo.iter().enumerate() {
         if cancel.load(Ordering::Relaxed) {
@@ -219,11 +159,33 @@ pub fn run_device(
                 total,
             })
         };
-        let outcome = match measure_point(&model, spec, batch, device, gpu, cancel, &mut progress) {
-            Ok(stats) => PointOutcome::Measured(stats),
-            Err(_) if cancel.load(Ordering::Relaxed) => break,
-            Err(error) => PointOutcome::Failed { error },
-        };
+        let outcome =
+            match check_kernel_limits(model.info(), batch, spec.seq_len, device.description.kind) {
+                Err(refused) => PointOutcome::Failed {
+                    error: refused.to_string(),
+                },
+                Ok(()) => match measure_point(
+                    &model,
+                    spec,
+                    &plan,
+                    batch,
+                    device,
+                    gpu,
+                    cancel,
+                    &mut progress,
+                ) {
+                    Ok(measured) => {
+                        if let Some(note) = measured.note
+                            && !notes.contains(&note)
+                        {
+                            notes.push(note);
+                        }
+                        PointOutcome::Measured(measured.stats)
+                    }
+                    Err(_) if cancel.load(Ordering::Relaxed) => break,
+                    Err(error) => PointOutcome::Failed { error },
+                },
+            };
         let point = PointResult {
             batch_size: batch,
             seq_len: spec.seq_len,
@@ -239,20 +201,29 @@ pub fn run_device(
     Ok(DeviceSweep {
         device: device.description.clone(),
         model: model.info().clone(),
-        notes: model.notes().to_vec(),
+        notes,
         points,
     })
 }
 
+/// A measured point, and a fact about how it was measured that the report
+/// must carry (e.g. which memory figure a container allows).
+struct MeasuredPoint {
+    stats: PointStats,
+    note: Option<String>,
+}
+
+#[allow(clippy::too_many_arguments)]
 fn measure_point(
     model: &LoadedModel,
     spec: &SweepSpec,
+    plan: &TimingPlan,
     batch: usize,
     device: &ResolvedDevice,
     gpu: &dyn GpuProbe,
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(Phase),
-) -> Result<PointStats, String> {
+) -> Result<MeasuredPoint, String> {
     let texts: Vec<&str> = SAMPLE_TEXTS.iter().cycle().take(batch).copied().collect();
     let inputs = model
         .encode(&texts, spec.seq_len)
@@ -289,65 +260,89 @@ fn measure_point(
 
     process_memory::reset_peak();
     progress(Phase::Warmup);
-    for _ in 0..spec.warmup {
+    for _ in 0..plan.warmup {
         cancelled()?;
         step()?;
     }
-    let sample = |i: Option<u32>| i.and_then(|i| gpu.sample(i));
-    let before = sample(device.gpu_index);
-    let mut throttles: Vec<String> = Vec::new();
-    let mut clocks: Vec<f64> = Vec::new();
+    // The pool's high-water mark from here on: the timed window's peak.
+    device_memory::reset_peak(&device.device)?;
     progress(Phase::Timed);
-    let min_time = Duration::from_secs_f64(spec.min_seconds);
-    let started = Instant::now();
-    let mut samples_ms = Vec::with_capacity(spec.iterations as usize);
-    while (samples_ms.len() < spec.iterations as usize || started.elapsed() < min_time)
-        && samples_ms.len() < MAX_ITERATIONS as usize
-    {
-        cancelled()?;
-        let t0 = Instant::now();
-        step()?;
-        samples_ms.push(t0.elapsed().as_secs_f64() * 1e3);
-        if let Some(s) = sample(device.gpu_index) {
-            clocks.extend(s.sm_clock_mhz.map(f64::from));
-            for r in s.throttle_reasons {
-                if !throttles.contains(&r) {
-                    throttles.push(r);
-                }
-            }
+    // Nothing but the forward pass (and its synchronisation, which the
+    // per-iteration clock needs) runs between the timed iterations: the GPU
+    // sensors are read by a background thread.
+    let timed = || -> Result<Vec<f64>, String> {
+        let started = Instant::now();
+        let mut samples_ms = Vec::with_capacity(plan.iterations as usize);
+        while plan.wants_more(samples_ms.len(), started.elapsed()) {
+            cancelled()?;
+            let t0 = Instant::now();
+            step()?;
+            samples_ms.push(t0.elapsed().as_secs_f64() * 1e3);
         }
-    }
-    let wall = started.elapsed().as_secs_f64();
-    let after = sample(device.gpu_index);
+        Ok(samples_ms)
+    };
+    let (samples_ms, window) = match device.nvml_index {
+        Some(index) => {
+            let (samples, readings) = sample_while(gpu, index, SAMPLE_INTERVAL, timed);
+            (samples?, Some(summarise(&readings)))
+        }
+        None => (timed()?, None),
+    };
+    let pool_peak = device_memory::peak_bytes(&device.device)?;
     let latency =
         LatencySummary::from_samples_ms(&samples_ms).ok_or("no finite timings were recorded")?;
-    let energy_joules = match (
-        before.as_ref().and_then(|s| s.energy_millijoules),
-        after.as_ref().and_then(|s| s.energy_millijoules),
-    ) {
-        (Some(b), Some(a)) if a >= b => Some((a - b) as f64 / 1000.0),
+    let window = window.unwrap_or_default();
+    let note = match (device.nvml_index, window.process_listed) {
+        (Some(_), Some(false)) => Some(
+            "NVML's process list does not show this agent (a container's PID namespace): GPU memory is given as the CUDA pool's peak and the whole device's use; the per-process NVML figure is absent".to_string(),
+        ),
         _ => None,
     };
-    let avg_power_watts = energy_joules
-        .filter(|_| wall > 0.0)
-        .map(|j| j / wall)
-        .or_else(|| after.as_ref().and_then(|s: &GpuSample| s.power_watts));
-    Ok(PointStats {
-        warmup: spec.warmup,
-        iterations: samples_ms.len() as u32,
-        timed_seconds: samples_ms.iter().sum::<f64>() / 1e3,
-        throughput: batch as f64 / (latency.mean_ms / 1e3),
-        latency,
-        samples_ms,
-        peak_rss_bytes: process_memory::peak_rss_bytes(),
-        gpu_process_bytes: after.as_ref().and_then(|s| s.process_used_bytes),
-        gpu_device_bytes: after.as_ref().and_then(|s| s.device_used_bytes),
-        avg_power_watts,
-        energy_joules,
-        throttle_reasons: throttles,
-        sm_clock_mhz: (!clocks.is_empty()).then(|| {
-            clocks.sort_by(f64::total_cmp);
-            fleetbench_common::stats::percentile_sorted(&clocks, 0.5)
-        }),
+    let mut throttle_reasons = window.clock_events;
+    if window.clock_events_unreadable > 0 {
+        throttle_reasons.push("unknown (clock-event reasons unreadable)".to_string());
+    }
+    Ok(MeasuredPoint {
+        stats: PointStats {
+            warmup: plan.warmup,
+            iterations: samples_ms.len() as u32,
+            timed_seconds: samples_ms.iter().sum::<f64>() / 1e3,
+            throughput: batch as f64 / (latency.mean_ms / 1e3),
+            latency,
+            samples_ms,
+            peak_rss_bytes: process_memory::peak_rss_bytes(),
+            gpu_process_bytes: window.process_peak_bytes,
+            gpu_device_bytes: window.device_peak_bytes,
+            avg_power_watts: window.avg_power_watts,
+            energy_joules: window.energy_joules,
+            throttle_reasons,
+            sm_clock_mhz: window.sm_clock_median_mhz,
+            gpu_pool_peak_bytes: pool_peak,
+            gpu_temperature_c: window.temperature_max_c,
+            energy_method: window.energy_method,
+            gpu_samples: window.samples,
+        },
+        note,
     })
+}
+
+/// The CUDA pool's high-water mark where there is one.
+mod device_memory {
+    use candle_core::Device;
+
+    pub fn reset_peak(device: &Device) -> Result<(), String> {
+        match device {
+            #[cfg(feature = "cuda")]
+            Device::Cuda(_) => crate::gpu::cuda::reset_pool_peak(device),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn peak_bytes(device: &Device) -> Result<Option<u64>, String> {
+        match device {
+            #[cfg(feature = "cuda")]
+            Device::Cuda(_) => crate::gpu::cuda::pool_peak_bytes(device),
+            _ => Ok(None),
+        }
+    }
 }

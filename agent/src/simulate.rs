@@ -134,9 +134,12 @@ impl SimulatedGpu {
                 pcie_generation: Some(if self.shows(SimCause::Pcie) { 3 } else { 4 }),
                 pcie_width: Some(if self.shows(SimCause::Pcie) { 8 } else { 16 }),
                 power_limit_watts: Some(self.spec.tdp_watts),
+                cuda_ordinal: Some(0),
+                ..GpuInfo::default()
             }],
             gpu_note: None,
             simulated: true,
+            cuda_build: None,
         }
     }
 
@@ -257,6 +260,14 @@ impl SimulatedGpu {
                         } else {
                             self.spec.boost_clock_mhz
                         }),
+                        gpu_pool_peak_bytes: Some((weights_mb + activations) as u64),
+                        gpu_temperature_c: Some(if self.shows(SimCause::Thermal) {
+                            88.0
+                        } else {
+                            62.0
+                        }),
+                        energy_method: Some(fleetbench_common::EnergyMethod::Counter),
+                        gpu_samples: (timed / 0.025).ceil() as u32,
                     })
                 }
                 None => PointOutcome::Failed {

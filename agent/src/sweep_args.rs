@@ -36,6 +36,11 @@ pub struct SweepArgs {
     /// Keep iterating until both --iterations and this many timed seconds are reached.
     #[arg(long, default_value_t = 0.0)]
     pub min_seconds: f64,
+    /// On a GPU, every batch size is timed for at least this many seconds
+    /// (NVML's power and energy readings need it; a warm-up of 1 or more is
+    /// also required there).
+    #[arg(long, default_value_t = fleetbench_common::spec::DEFAULT_GPU_MIN_SECONDS)]
+    pub gpu_min_seconds: f64,
 }
 
 impl SweepArgs {
@@ -52,6 +57,7 @@ impl SweepArgs {
             warmup: self.warmup,
             iterations: self.iterations,
             min_seconds: self.min_seconds,
+            gpu_min_seconds: self.gpu_min_seconds,
         }
     }
 }

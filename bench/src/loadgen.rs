@@ -200,6 +200,10 @@ fn result_msg(sweep_id: &str, batch: usize) -> v1::AgentMessage {
             energy_joules: Some(100.0),
             throttle_reasons: vec![],
             sm_clock_mhz: Some(1980.0),
+            gpu_pool_peak_bytes: None,
+            gpu_temperature_c: None,
+            energy_method: None,
+            gpu_samples: 0,
         }),
     };
     let device = fleetbench_common::DeviceDescription {

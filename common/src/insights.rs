@@ -25,6 +25,12 @@ pub const DECLINE_THRESHOLD: f64 = 0.8;
 /// A smaller batch within this share of the best throughput is worth recommending.
 pub const NEAR_BEST_SHARE: f64 = 0.95;
 const SECONDS_PER_DAY: f64 = 86_400.0;
+/// On a GPU, latency that grows by less than this share of the extra work
+/// between the two smallest batch sizes means the kernels are too small to
+/// fill the device: the time goes to launching them and synchronising, and
+/// the arithmetic is nearly free. A quarter is a deliberately wide margin:
+/// a compute-bound GPU's latency grows almost in proportion to the batch.
+pub const LAUNCH_BOUND_GROWTH: f64 = 0.25;
 
 /// The figures of one measured point the insights need.
 #[derive(Clone, Debug, PartialEq)]
@@ -72,7 +78,7 @@ impl InsightPoint {
             p99_latency_ms: s.latency.p99_ms,
             throughput: s.throughput,
             cpu_memory_mb: mb(s.peak_rss_bytes),
-            gpu_memory_mb: mb(s.gpu_process_bytes.or(s.gpu_device_bytes)),
+            gpu_memory_mb: mb(s.gpu_memory_bytes()),
             cv: s.latency.cv,
             throttled: !s.throttle_reasons.is_empty(),
         })
@@ -281,6 +287,20 @@ fn bottlenecks(
             _ => out.push("Throughput plateaus for large batch sizes, possibly due to memory bandwidth limitations".to_string()),
         }
     }
+    if kind == DeviceKind::Cuda
+        && let [a, b, ..] = pts
+        && a.mean_latency_ms > 0.0
+        && b.batch_size > a.batch_size
+    {
+        let work = b.batch_size as f64 / a.batch_size as f64;
+        let latency = b.mean_latency_ms / a.mean_latency_ms;
+        if latency < 1.0 + LAUNCH_BOUND_GROWTH * (work - 1.0) {
+            out.push(format!(
+                "Small batches are launch-bound: from batch {} to {} the work grows {work:.0}x but the latency only {latency:.2}x ({:.2} to {:.2} ms), so the GPU waits on kernel launches and synchronisation rather than arithmetic; larger batches, CUDA graphs or fewer, fused kernels raise throughput there",
+                a.batch_size, b.batch_size, a.mean_latency_ms, b.mean_latency_ms
+            ));
+        }
+    }
     let tails: Vec<String> = pts
         .iter()
         .filter(|p| p.p50_latency_ms > 0.0 && p.p99_latency_ms / p.p50_latency_ms > 1.5)
@@ -456,12 +476,37 @@ mod tests {
             .iter()
             .map(|&b| InsightPoint::seed_row(b, 10.0, 100.0 * b as f64, 100.0, None))
             .collect();
-        let ins = Insights::compute(&pts, &[], DeviceKind::Cuda);
+        let ins = Insights::compute(&pts, &[], DeviceKind::Cpu);
         assert_eq!(ins.scaling_efficiency, Some(1.0));
         assert_eq!(ins.scaling_declines_after, None);
         assert_eq!(ins.best_throughput.map(|b| b.batch_size), Some(4));
         assert!(ins.bottlenecks.is_empty());
         assert_eq!(ins.scaling_word(), "good");
+    }
+
+    #[test]
+    fn a_gpu_whose_latency_stays_flat_as_the_batch_grows_is_called_launch_bound() {
+        // Latency 10 ms at batch 1, 11 ms at batch 2: twice the work for 1.1x the time.
+        let flat: Vec<InsightPoint> = [(1usize, 10.0), (2, 11.0), (4, 20.0)]
+            .iter()
+            .map(|&(b, ms)| InsightPoint::seed_row(b, ms, b as f64 * 1000.0 / ms, 100.0, None))
+            .collect();
+        let ins = Insights::compute(&flat, &[], DeviceKind::Cuda);
+        let launch = ins
+            .bottlenecks
+            .iter()
+            .find(|b| b.starts_with("Small batches are launch-bound"))
+            .expect("launch-bound");
+        assert!(
+            launch.contains("grows 2x but the latency only 1.10x"),
+            "{launch}"
+        );
+        // The same figures on a CPU say nothing of launches.
+        let cpu = Insights::compute(&flat, &[], DeviceKind::Cpu);
+        assert!(cpu.bottlenecks.iter().all(|b| !b.contains("launch-bound")));
+        // The seed's GPU table: 15.56 -> 26.54 ms for twice the work (1.71x) is not.
+        let seed = Insights::compute(&seed_table(), &[], DeviceKind::Cuda);
+        assert!(seed.bottlenecks.iter().all(|b| !b.contains("launch-bound")));
     }
 
     #[test]

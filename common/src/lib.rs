@@ -15,7 +15,7 @@ pub mod stats;
 pub mod time;
 
 pub use result::{
-    DeviceDescription, DeviceKind, GpuInfo, HostInventory, MachineReport, ModelInfo, PointOutcome,
-    PointResult, PointStats, RunEnvironment, WeightsSource,
+    DeviceDescription, DeviceKind, EnergyMethod, GpuInfo, HostInventory, MachineReport, ModelInfo,
+    PointOutcome, PointResult, PointStats, RunEnvironment, WeightsSource,
 };
 pub use spec::{DeviceSelector, Engine, Precision, SpecError, SweepSpec, WeightsChoice};

@@ -22,6 +22,10 @@ pub struct HostInventory {
     pub gpu_note: Option<String>,
     /// A simulated host answers sweeps from a performance model, not from candle.
     pub simulated: bool,
+    /// The agent's CUDA build, e.g. "CUDA 12.2, kernels for compute 8.0";
+    /// `None` for an agent built without CUDA.
+    #[serde(default)]
+    pub cuda_build: Option<String>,
 }
 
 /// One GPU as NVML describes it. Fields a card does not report are `None`.
@@ -36,6 +40,19 @@ pub struct GpuInfo {
     pub pcie_generation: Option<u32>,
     pub pcie_width: Option<u32>,
     pub power_limit_watts: Option<f64>,
+    /// CUDA compute capability, e.g. "8.0" (NVML).
+    #[serde(default)]
+    pub compute_capability: Option<String>,
+    /// PCI bus id, e.g. "00000000:17:00.0": the order `CUDA_DEVICE_ORDER=PCI_BUS_ID` follows.
+    #[serde(default)]
+    pub pci_bus_id: Option<String>,
+    /// UUIDs of the MIG instances when MIG mode is on (empty otherwise).
+    #[serde(default)]
+    pub mig_instances: Vec<String>,
+    /// This agent's CUDA ordinal for the GPU (after `CUDA_VISIBLE_DEVICES` and
+    /// `CUDA_DEVICE_ORDER`); `None` when the agent cannot see it.
+    #[serde(default)]
+    pub cuda_ordinal: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,20 +168,105 @@ pub struct PointStats {
     pub samples_ms: Vec<f64>,
     /// Peak resident memory of the process during the point.
     pub peak_rss_bytes: Option<u64>,
-    /// GPU memory used by this process (NVML), after the point.
+    /// Most GPU memory NVML showed for this process during the timed window
+    /// (absent where NVML's process list does not show the agent's PID, as in
+    /// many containers).
     pub gpu_process_bytes: Option<u64>,
-    /// GPU memory used on the whole device (NVML), after the point.
+    /// Most GPU memory in use on the whole device during the timed window
+    /// (NVML, sampled), other processes included.
     pub gpu_device_bytes: Option<u64>,
+    /// Mean power during the timed window: energy over wall time.
     pub avg_power_watts: Option<f64>,
+    /// Energy the GPU used during the timed window; how it was measured is
+    /// `energy_method`. Never a 0 J that only means "the counter did not move".
     pub energy_joules: Option<f64>,
-    /// NVML throttle reasons seen during the point, e.g. "sw-thermal".
+    /// NVML clock-event (throttle) reasons seen during the timed window, e.g. "sw-thermal".
     pub throttle_reasons: Vec<String>,
-    /// Median SM clock during the timed iterations (NVML), in MHz.
+    /// Median SM clock during the timed window (NVML), in MHz.
     #[serde(default)]
     pub sm_clock_mhz: Option<f64>,
+    /// Peak bytes the process's CUDA memory pool held during the timed window
+    /// (its high-water mark, reset at the start of the point).
+    #[serde(default)]
+    pub gpu_pool_peak_bytes: Option<u64>,
+    /// Hottest GPU temperature sampled during the timed window, in °C.
+    #[serde(default)]
+    pub gpu_temperature_c: Option<f64>,
+    /// How `energy_joules` was obtained.
+    #[serde(default)]
+    pub energy_method: Option<EnergyMethod>,
+    /// GPU sensor samples taken during the timed window.
+    #[serde(default)]
+    pub gpu_samples: u32,
+}
+
+/// How a point's GPU energy was measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EnergyMethod {
+    /// The delta of NVML's total-energy counter over the window (Volta and newer).
+    Counter,
+    /// Power samples integrated over time (trapezoids): the GPU has no energy counter.
+    PowerIntegration,
+    /// The energy counter did not advance during the window (too short for
+    /// its update period), so the power samples were integrated instead.
+    CounterStalledPowerIntegration,
+    /// The energy counter did not advance and there were no power samples:
+    /// no energy figure.
+    CounterStalled,
+}
+
+impl EnergyMethod {
+    pub const ALL: [EnergyMethod; 4] = [
+        EnergyMethod::Counter,
+        EnergyMethod::PowerIntegration,
+        EnergyMethod::CounterStalledPowerIntegration,
+        EnergyMethod::CounterStalled,
+    ];
+
+    /// The wire and JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnergyMethod::Counter => "counter",
+            EnergyMethod::PowerIntegration => "power-integration",
+            EnergyMethod::CounterStalledPowerIntegration => "counter-stalled-power-integration",
+            EnergyMethod::CounterStalled => "counter-stalled",
+        }
+    }
+
+    /// What a report says about the figure.
+    pub fn describe(self) -> &'static str {
+        match self {
+            EnergyMethod::Counter => "NVML energy counter",
+            EnergyMethod::PowerIntegration => "power samples integrated (no energy counter)",
+            EnergyMethod::CounterStalledPowerIntegration => {
+                "power samples integrated (the energy counter did not advance)"
+            }
+            EnergyMethod::CounterStalled => "none: the energy counter did not advance",
+        }
+    }
+}
+
+impl std::str::FromStr for EnergyMethod {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        EnergyMethod::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| format!("unknown energy method {:?}", crate::spec::one_line(s)))
+    }
 }
 
 impl PointStats {
+    /// The agent's own peak GPU memory: the CUDA pool's high-water mark, else
+    /// NVML's per-process figure, else (older agents, containers) the whole
+    /// device's use.
+    pub fn gpu_memory_bytes(&self) -> Option<u64> {
+        self.gpu_pool_peak_bytes
+            .or(self.gpu_process_bytes)
+            .or(self.gpu_device_bytes)
+    }
+
     pub fn stability(&self, min_seconds: f64) -> Stability {
         Stability::judge(self.latency.cv, self.timed_seconds, min_seconds)
     }

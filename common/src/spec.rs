@@ -40,6 +40,8 @@ pub enum SpecError {
     WarmupOutOfRange(u32),
     #[error("--min-seconds must be a finite number of seconds between 0 and 86400, got {0}")]
     MinSecondsOutOfRange(f64),
+    #[error("--gpu-min-seconds must be a finite number of seconds between 0 and 86400, got {0}")]
+    GpuMinSecondsOutOfRange(f64),
     #[error("unknown {what} '{value}': expected one of {expected}")]
     UnknownValue {
         what: &'static str,
@@ -248,6 +250,20 @@ pub struct SweepSpec {
     pub iterations: u32,
     /// Keep iterating until both `iterations` and this many timed seconds are reached.
     pub min_seconds: f64,
+    /// On a GPU, every point lasts at least this long (and at least
+    /// `min_seconds`): a few milliseconds of work are too short for NVML's
+    /// energy counter and power readings, and for the clocks to settle.
+    #[serde(default = "default_gpu_min_seconds")]
+    pub gpu_min_seconds: f64,
+}
+
+/// Two seconds: NVML's power readings average over about a second and its
+/// energy counter advances in steps of tens of milliseconds, so a point of a
+/// few milliseconds (small batches on an H100) would read 0 J.
+pub const DEFAULT_GPU_MIN_SECONDS: f64 = 2.0;
+
+fn default_gpu_min_seconds() -> f64 {
+    DEFAULT_GPU_MIN_SECONDS
 }
 
 impl Default for SweepSpec {
@@ -263,6 +279,7 @@ impl Default for SweepSpec {
             warmup: 5,
             iterations: 20,
             min_seconds: 0.0,
+            gpu_min_seconds: DEFAULT_GPU_MIN_SECONDS,
         }
     }
 }
@@ -286,13 +303,16 @@ impl SweepSpec {
         if !self.min_seconds.is_finite() || !(0.0..=86_400.0).contains(&self.min_seconds) {
             return Err(SpecError::MinSecondsOutOfRange(self.min_seconds));
         }
+        if !self.gpu_min_seconds.is_finite() || !(0.0..=86_400.0).contains(&self.gpu_min_seconds) {
+            return Err(SpecError::GpuMinSecondsOutOfRange(self.gpu_min_seconds));
+        }
         Ok(())
     }
 
     /// A one-line summary for logs and tables.
     pub fn summary(&self) -> String {
         format!(
-            "{} ({} weights, {} engine, {}) on {}: batch sizes {}, seq {}, {} warm-up + {} timed{}",
+            "{} ({} weights, {} engine, {}) on {}: batch sizes {}, seq {}, {} warm-up + {} timed{}{}",
             self.model,
             self.weights,
             self.engine,
@@ -304,6 +324,11 @@ impl SweepSpec {
             self.iterations,
             if self.min_seconds > 0.0 {
                 format!(" (at least {} s)", self.min_seconds)
+            } else {
+                String::new()
+            },
+            if self.gpu_min_seconds > self.min_seconds {
+                format!(", at least {} s per point on a GPU", self.gpu_min_seconds)
             } else {
                 String::new()
             }

@@ -86,8 +86,8 @@ pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
     );
 
     let probe = Arc::new(NvmlProbe::new());
-    let has_gpu =
-        fleetbench_agent::runner::CUDA_COMPILED && probe.gpus().is_ok_and(|g| !g.is_empty());
+    let has_gpu = fleetbench_agent::runner::CUDA_COMPILED
+        && probe.gpus().is_ok_and(|list| !list.gpus.is_empty());
     let name = sysinfo::System::host_name().unwrap_or_else(|_| "localhost".into());
     let agent = {
         let config = AgentConfig::new(

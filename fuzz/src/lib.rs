@@ -543,6 +543,10 @@ pub fn sample_point() -> PointResult {
             energy_joules: Some(5.5),
             throttle_reasons: vec![],
             sm_clock_mhz: None,
+            gpu_pool_peak_bytes: None,
+            gpu_temperature_c: None,
+            energy_method: None,
+            gpu_samples: 0,
         }),
     }
 }
@@ -740,6 +744,12 @@ mod structured {
                 text(u, &["sw-thermal", "sw-power-cap", "hw-slowdown"])
             })?,
             sm_clock_mhz: option(u, figure)?,
+            gpu_pool_peak_bytes: option(u, big)?,
+            gpu_temperature_c: option(u, figure)?,
+            energy_method: option(u, |u| {
+                text(u, &["counter", "power-integration", "counter-stalled", "bogus"])
+            })?,
+            gpu_samples: u.arbitrary()?,
         })
     }
 

@@ -39,6 +39,10 @@ impl From<&c::GpuInfo> for v1::GpuInfo {
             pcie_generation: g.pcie_generation,
             pcie_width: g.pcie_width,
             power_limit_watts: g.power_limit_watts,
+            compute_capability: g.compute_capability.clone(),
+            pci_bus_id: g.pci_bus_id.clone(),
+            mig_instances: g.mig_instances.clone(),
+            cuda_ordinal: g.cuda_ordinal,
         }
     }
 }
@@ -55,6 +59,10 @@ impl From<v1::GpuInfo> for c::GpuInfo {
             pcie_generation: g.pcie_generation,
             pcie_width: g.pcie_width,
             power_limit_watts: g.power_limit_watts,
+            compute_capability: g.compute_capability,
+            pci_bus_id: g.pci_bus_id,
+            mig_instances: g.mig_instances,
+            cuda_ordinal: g.cuda_ordinal,
         }
     }
 }
@@ -72,6 +80,7 @@ impl From<&c::HostInventory> for v1::HostInventory {
             gpus: h.gpus.iter().map(Into::into).collect(),
             gpu_note: h.gpu_note.clone(),
             simulated: h.simulated,
+            cuda_build: h.cuda_build.clone(),
         }
     }
 }
@@ -89,6 +98,7 @@ impl From<v1::HostInventory> for c::HostInventory {
             gpus: h.gpus.into_iter().map(Into::into).collect(),
             gpu_note: h.gpu_note,
             simulated: h.simulated,
+            cuda_build: h.cuda_build,
         }
     }
 }
@@ -112,6 +122,7 @@ impl From<&c::SweepSpec> for v1::SweepSpec {
             warmup: s.warmup,
             iterations: s.iterations,
             min_seconds: s.min_seconds,
+            gpu_min_seconds: Some(s.gpu_min_seconds),
         }
     }
 }
@@ -130,6 +141,9 @@ impl TryFrom<v1::SweepSpec> for c::SweepSpec {
             warmup: s.warmup,
             iterations: s.iterations,
             min_seconds: s.min_seconds,
+            gpu_min_seconds: s
+                .gpu_min_seconds
+                .unwrap_or(c::spec::DEFAULT_GPU_MIN_SECONDS),
         };
         spec.validate()?;
         Ok(spec)
@@ -288,6 +302,10 @@ impl From<&c::PointResult> for v1::PointResult {
                 energy_joules: s.energy_joules,
                 throttle_reasons: s.throttle_reasons.clone(),
                 sm_clock_mhz: s.sm_clock_mhz,
+                gpu_pool_peak_bytes: s.gpu_pool_peak_bytes,
+                gpu_temperature_c: s.gpu_temperature_c,
+                energy_method: s.energy_method.map(|m| m.as_str().to_string()),
+                gpu_samples: s.gpu_samples,
             }),
             c::PointOutcome::Failed { error } => v1::point_result::Outcome::Error(error.clone()),
         };
@@ -332,6 +350,13 @@ impl TryFrom<v1::PointResult> for c::PointResult {
                 figures.extend(s.avg_power_watts.map(|v| ("avg_power_watts", v)));
                 figures.extend(s.energy_joules.map(|v| ("energy_joules", v)));
                 figures.extend(s.sm_clock_mhz.map(|v| ("sm_clock_mhz", v)));
+                figures.extend(s.gpu_temperature_c.map(|v| ("gpu_temperature_c", v)));
+                let energy_method = s
+                    .energy_method
+                    .as_deref()
+                    .map(str::parse::<c::EnergyMethod>)
+                    .transpose()
+                    .map_err(|why| invalid("point.energy_method", why))?;
                 if let Some((name, v)) = figures.iter().find(|(_, v)| !v.is_finite() || *v < 0.0) {
                     return Err(invalid(
                         "point.measured",
@@ -352,6 +377,10 @@ impl TryFrom<v1::PointResult> for c::PointResult {
                     energy_joules: s.energy_joules,
                     throttle_reasons: s.throttle_reasons,
                     sm_clock_mhz: s.sm_clock_mhz,
+                    gpu_pool_peak_bytes: s.gpu_pool_peak_bytes,
+                    gpu_temperature_c: s.gpu_temperature_c,
+                    energy_method,
+                    gpu_samples: s.gpu_samples,
                 })
             }
             v1::point_result::Outcome::Error(error) => c::PointOutcome::Failed { error },
@@ -402,6 +431,10 @@ mod tests {
             energy_joules: None,
             throttle_reasons: vec![],
             sm_clock_mhz: None,
+            gpu_pool_peak_bytes: None,
+            gpu_temperature_c: None,
+            energy_method: None,
+            gpu_samples: 0,
         };
         let point = c::PointResult {
             batch_size: 4,
@@ -426,6 +459,75 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_spec_from_an_older_coordinator_gets_the_two_second_gpu_minimum() {
+        let spec = c::SweepSpec {
+            gpu_min_seconds: 0.5,
+            ..c::SweepSpec::default()
+        };
+        let wire: v1::SweepSpec = (&spec).into();
+        assert_eq!(wire.gpu_min_seconds, Some(0.5));
+        assert_eq!(c::SweepSpec::try_from(wire.clone()), Ok(spec));
+        let older = v1::SweepSpec {
+            gpu_min_seconds: None,
+            ..wire.clone()
+        };
+        let read = c::SweepSpec::try_from(older).expect("valid");
+        assert_eq!(read.gpu_min_seconds, c::spec::DEFAULT_GPU_MIN_SECONDS);
+        let negative = v1::SweepSpec {
+            gpu_min_seconds: Some(-1.0),
+            ..wire
+        };
+        assert_eq!(
+            c::SweepSpec::try_from(negative),
+            Err(ConvertError::Spec(c::SpecError::GpuMinSecondsOutOfRange(
+                -1.0
+            )))
+        );
+    }
+
+    #[test]
+    fn the_energy_method_and_window_figures_cross_the_wire_and_unknown_methods_are_refused() {
+        let mut wire = measured_wire_point();
+        let Some(v1::point_result::Outcome::Measured(stats)) = wire.outcome.as_mut() else {
+            panic!("measured point expected");
+        };
+        stats.energy_method = Some("counter-stalled-power-integration".into());
+        stats.gpu_pool_peak_bytes = Some(3 << 30);
+        stats.gpu_temperature_c = Some(71.0);
+        stats.gpu_samples = 81;
+        let point = c::PointResult::try_from(wire.clone()).expect("valid");
+        let s = point.stats().expect("measured");
+        assert_eq!(
+            s.energy_method,
+            Some(c::EnergyMethod::CounterStalledPowerIntegration)
+        );
+        assert_eq!(
+            (s.gpu_pool_peak_bytes, s.gpu_temperature_c, s.gpu_samples),
+            (Some(3 << 30), Some(71.0), 81)
+        );
+        assert_eq!(v1::PointResult::from(&point), wire);
+
+        type Spoil = fn(&mut v1::PointStats);
+        let spoils: [(&str, Spoil); 2] = [
+            ("energy_method", |s| {
+                s.energy_method = Some("guess\nwork".into())
+            }),
+            ("gpu_temperature_c", |s| {
+                s.gpu_temperature_c = Some(f64::NAN)
+            }),
+        ];
+        for (bad, spoil) in spoils {
+            let mut spoilt = wire.clone();
+            if let Some(v1::point_result::Outcome::Measured(s)) = spoilt.outcome.as_mut() {
+                spoil(s);
+            }
+            let err = c::PointResult::try_from(spoilt).expect_err(bad).to_string();
+            assert!(err.contains(bad) || err.contains("energy method"), "{err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+    }
+
     fn measured_wire_point() -> v1::PointResult {
         let latency = LatencySummary::from_samples_ms(&[20.0, 22.0]).expect("summary");
         let stats = c::PointStats {
@@ -442,6 +544,10 @@ mod tests {
             energy_joules: Some(3.0),
             throttle_reasons: vec![],
             sm_clock_mhz: Some(1500.0),
+            gpu_pool_peak_bytes: None,
+            gpu_temperature_c: None,
+            energy_method: None,
+            gpu_samples: 0,
         };
         (&c::PointResult {
             batch_size: 8,

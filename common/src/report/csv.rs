@@ -57,6 +57,11 @@ impl Exporter for CsvExporter {
                 "gpu_memory_mb",
                 "avg_power_w",
                 "energy_j",
+                "energy_method",
+                "gpu_device_used_mb",
+                "sm_clock_mhz",
+                "gpu_temperature_c",
+                "clock_events",
                 "error",
             ]
             .map(String::from),
@@ -86,17 +91,21 @@ impl Exporter for CsvExporter {
                     s.iterations.to_string(),
                     s.timed_seconds.to_string(),
                     opt(s.peak_rss_bytes.map(|b| b as f64 / MB)),
-                    opt(s
-                        .gpu_process_bytes
-                        .or(s.gpu_device_bytes)
-                        .map(|b| b as f64 / MB)),
+                    opt(s.gpu_memory_bytes().map(|b| b as f64 / MB)),
                     opt(s.avg_power_watts),
                     opt(s.energy_joules),
+                    s.energy_method
+                        .map(|m| m.as_str().to_string())
+                        .unwrap_or_default(),
+                    opt(s.gpu_device_bytes.map(|b| b as f64 / MB)),
+                    opt(s.sm_clock_mhz),
+                    opt(s.gpu_temperature_c),
+                    s.throttle_reasons.join(";"),
                     String::new(),
                 ],
                 None => {
                     let mut v = vec!["failed".to_string()];
-                    v.extend(std::iter::repeat_n(String::new(), 15));
+                    v.extend(std::iter::repeat_n(String::new(), 20));
                     v.push(p.error().unwrap_or_default().to_string());
                     v
                 }

@@ -438,7 +438,7 @@ fn machine_row(
         best_throughput: ins.best_throughput,
         best_latency_ms: ins.best_latency_ms,
         peak_cpu_memory_mb: max_mb(|s| s.peak_rss_bytes),
-        peak_gpu_memory_mb: max_mb(|s| s.gpu_process_bytes.or(s.gpu_device_bytes)),
+        peak_gpu_memory_mb: max_mb(|s| s.gpu_memory_bytes()),
         daily_samples: ins.daily_samples,
         samples_per_joule,
         max_cv: measured
@@ -687,6 +687,10 @@ mod tests {
                             vec![]
                         },
                         sm_clock_mhz: None,
+                        gpu_pool_peak_bytes: None,
+                        gpu_temperature_c: None,
+                        energy_method: None,
+                        gpu_samples: 0,
                     }),
                 }
             })

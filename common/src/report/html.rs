@@ -426,6 +426,11 @@ fn machine_metrics(o: &mut String, r: &MachineReport) {
 
     let _ = writeln!(o, "<h3>Latency Distribution and Stability</h3>");
     tables::machine_distribution(r).render_html(o);
+    if let Some(gpu) = tables::machine_gpu_window(r) {
+        let _ = writeln!(o, "<h3>GPU During the Timed Window</h3>");
+        let _ = writeln!(o, "<p>{}</p>", escape(super::markdown::GPU_WINDOW_NOTE));
+        gpu.render_html(o);
+    }
     let failed: Vec<_> = r
         .points
         .iter()
@@ -838,6 +843,10 @@ mod tests {
             energy_joules: Some(250.0 * mean_ms * 20.0 / 1000.0),
             throttle_reasons: Vec::new(),
             sm_clock_mhz: Some(1710.0),
+            gpu_pool_peak_bytes: None,
+            gpu_temperature_c: None,
+            energy_method: None,
+            gpu_samples: 0,
         }
     }
 
@@ -867,9 +876,11 @@ mod tests {
                     pcie_generation: Some(5),
                     pcie_width: Some(16),
                     power_limit_watts: Some(700.0),
+                    ..GpuInfo::default()
                 }],
                 gpu_note: None,
                 simulated: true,
+                cuda_build: None,
             },
             device: DeviceDescription {
                 id: "cuda:0".into(),
@@ -981,6 +992,44 @@ mod tests {
         assert_eq!(page.matches("<svg").count(), 4);
         assert!(!page.contains("NaN") && !page.contains("inf\""));
         assert!(!page.contains("<h2>Failures</h2>"));
+    }
+
+    #[test]
+    fn the_gpu_window_table_names_the_energy_method_and_never_shows_a_stalled_counter_as_zero() {
+        let mut r = sample_machine();
+        // Without in-window GPU figures (a CPU, an older agent) there is no table.
+        assert!(tables::machine_gpu_window(&r).is_none());
+        let mut measured = 0;
+        for p in &mut r.points {
+            if let PointOutcome::Measured(s) = &mut p.outcome {
+                s.gpu_samples = 80;
+                s.gpu_pool_peak_bytes = Some(3 << 30);
+                s.gpu_temperature_c = Some(71.0);
+                if measured == 0 {
+                    s.energy_method = Some(crate::result::EnergyMethod::CounterStalled);
+                    s.energy_joules = None;
+                    s.avg_power_watts = None;
+                    s.throttle_reasons = vec!["sw-thermal".into()];
+                } else {
+                    s.energy_method = Some(crate::result::EnergyMethod::Counter);
+                }
+                measured += 1;
+            }
+        }
+        let page = HtmlExporter.machine(&r).expect("render");
+        assert!(page.contains("<h3>GPU During the Timed Window</h3>"));
+        assert!(page.contains("none: the energy counter did not advance"));
+        assert!(page.contains("NVML energy counter"));
+        assert!(page.contains("sw-thermal"));
+        assert!(page.contains("3072.00"), "pool peak in MB");
+        let md = crate::report::markdown::MarkdownExporter
+            .machine(&r)
+            .expect("markdown");
+        let stalled_row = md
+            .lines()
+            .find(|l| l.contains("did not advance"))
+            .expect("stalled row");
+        assert!(!stalled_row.contains("| 0.00 |"), "{stalled_row}");
     }
 
     #[test]

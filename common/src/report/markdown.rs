@@ -11,6 +11,9 @@ use crate::spec::join_batch_sizes;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MarkdownExporter;
 
+/// How the GPU window table's figures were taken, said once under its title.
+pub(crate) const GPU_WINDOW_NOTE: &str = "Sampled by a background thread every 25 ms while the timed iterations ran. Pool peak: the most the agent's CUDA memory pool held (its high-water mark, reset at each batch size). Process: NVML's figure for the agent (absent inside containers whose PIDs NVML does not show). Device used: the whole GPU, other processes included. Power is energy over the window's wall time.";
+
 pub(crate) fn opt_mb(bytes: Option<u64>) -> String {
     bytes
         .map(|b| format!("{:.2}", b as f64 / MB))
@@ -158,6 +161,11 @@ impl Exporter for MarkdownExporter {
 
         let _ = writeln!(o, "### Latency Distribution and Stability\n");
         o.push_str(&tables::machine_distribution(r).render());
+        if let Some(gpu) = tables::machine_gpu_window(r) {
+            let _ = writeln!(o, "\n### GPU During the Timed Window\n");
+            let _ = writeln!(o, "{GPU_WINDOW_NOTE}\n");
+            o.push_str(&gpu.render());
+        }
         let failed: Vec<_> = r
             .points
             .iter()

@@ -24,7 +24,7 @@ pub(crate) fn machine_metrics(r: &MachineReport) -> Table {
                 format!("{:.2}", s.latency.mean_ms),
                 format!("{:.2}", s.throughput),
                 opt_mb(s.peak_rss_bytes),
-                opt_mb(s.gpu_process_bytes.or(s.gpu_device_bytes)),
+                opt_mb(s.gpu_memory_bytes()),
             ]),
             None => t.row_with_class(
                 Some("failed"),
@@ -90,6 +90,57 @@ pub(crate) fn machine_distribution(r: &MachineReport) -> Table {
         }
     }
     t
+}
+
+/// What the GPU sensors saw during each point's timed window; `None` for a
+/// device without GPU figures (a CPU).
+pub(crate) fn machine_gpu_window(r: &MachineReport) -> Option<Table> {
+    let measured: Vec<_> = r
+        .points
+        .iter()
+        .filter_map(|p| p.stats().map(|s| (p.batch_size, s)))
+        .collect();
+    let has_gpu_figures = measured.iter().any(|(_, s)| {
+        s.gpu_samples > 0 || s.gpu_pool_peak_bytes.is_some() || s.gpu_device_bytes.is_some()
+    });
+    if !has_gpu_figures {
+        return None;
+    }
+    let mut t = Table::new(&[
+        ("Batch Size", true),
+        ("Pool Peak (MB)", true),
+        ("Process, NVML (MB)", true),
+        ("Device Used (MB)", true),
+        ("Power (W)", true),
+        ("Energy (J)", true),
+        ("Energy Method", false),
+        ("SM Clock (MHz)", true),
+        ("Max Temp (°C)", true),
+        ("Clock Events", false),
+        ("Sensor Samples", true),
+    ]);
+    for (batch, s) in measured {
+        t.row(vec![
+            batch.to_string(),
+            opt_mb(s.gpu_pool_peak_bytes),
+            opt_mb(s.gpu_process_bytes),
+            opt_mb(s.gpu_device_bytes),
+            opt_f(s.avg_power_watts, 1),
+            opt_f(s.energy_joules, 2),
+            s.energy_method
+                .map(|m| m.describe().to_string())
+                .unwrap_or_else(|| "-".into()),
+            opt_f(s.sm_clock_mhz, 0),
+            opt_f(s.gpu_temperature_c, 0),
+            if s.throttle_reasons.is_empty() {
+                "none".into()
+            } else {
+                s.throttle_reasons.join(", ").replace('|', "/")
+            },
+            s.gpu_samples.to_string(),
+        ]);
+    }
+    Some(t)
 }
 
 pub(crate) fn fleet_failures(f: &FleetReport) -> Table {
