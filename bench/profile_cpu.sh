@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Where the CPU forward pass's time goes (issue 5, item 2): fleetbench's own
+# Where the CPU forward pass's time goes: fleetbench's own
 # DistilBERT forward (candle 0.11, f32, seq 128) profiled next to PyTorch eager
 # on the same machine, in one run.
 #
@@ -54,8 +54,9 @@
 # records the CPU share they took during the run, and runs it again (up to
 # RETRIES = 3 tries) while that share is over MAX_OTHERS = 0.10.
 #
-# Knobs: AGENT (default $CARGO_TARGET_DIR/release/fleetbench-agent, else
-# ~/.cache/fleetbench/target/release/...), THREADS (physical cores), BATCH
+# Knobs: AGENT (default $CARGO_TARGET_DIR/profiling/fleetbench-agent, built
+# with `cargo build --profile profiling -p fleetbench-agent` for line tables,
+# else .../release/fleetbench-agent), THREADS (physical cores), BATCH
 # (8), ITERATIONS (5 timed after 1 warm-up), CALLGRIND=0 skips step 2,
 # CALLGRIND_BATCH / CALLGRIND_SEQ, NICE (niceness of every timed run, both
 # engines alike; 0, or e.g. -10 as root on a machine shared with builds),
@@ -71,7 +72,11 @@ say() { echo "== [$(( SECONDS - T0 ))s] $*"; }
 out=${1:-$(mktemp -d /tmp/fleetbench-profile.XXXXXX)}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-agent=${AGENT:-${CARGO_TARGET_DIR:-$HOME/.cache/fleetbench/target}/release/fleetbench-agent}
+# Line tables for perf's source annotation: the `profiling` profile
+# (`cargo build --profile profiling -p fleetbench-agent`), else the release build.
+agent_dir=${CARGO_TARGET_DIR:-$HOME/.cache/fleetbench/target}
+agent=${AGENT:-$agent_dir/profiling/fleetbench-agent}
+[ -x "$agent" ] || agent=$agent_dir/release/fleetbench-agent
 py="$root/bench/.venv/bin/python"
 physical=$(lscpu -p=core,socket | grep -v '^#' | sort -u | wc -l)
 threads=${THREADS:-$physical}

@@ -5,8 +5,8 @@ use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use fleetbench_common::report::{safe_file_stem, write_machine_reports};
 use fleetbench_common::{MachineReport, SweepSpec};
+use fleetbench_report::{safe_file_stem, write_machine_reports};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::devices::{SystemCuda, resolve_devices};
@@ -29,7 +29,7 @@ pub struct BenchOutput {
 }
 
 /// Runs the sweep on every device `spec.device` selects and writes
-/// `<host>.md/.json/.csv` (or `<host>-<device>.*` when there are several).
+/// `<host>.md/.json/.csv/.html` (or `<host>-<device>.*` when there are several).
 pub fn run_bench(
     spec: &SweepSpec,
     out_dir: &Path,

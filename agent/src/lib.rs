@@ -6,17 +6,18 @@
 //! pass), [`runner`] (the sweep and its timing), [`probe`] (host and GPU
 //! facts), [`spool`] and [`client`] (the coordinator session and its delivery
 //! guarantees), [`simulate`] (simulated hosts for tests and scale), [`bench`]
-//! (the standalone sweep with its per-machine report).
+//! (the standalone sweep with its per-machine report), [`cli`] (the
+//! `fleetbench-agent` program, one function per command).
 
 pub mod bench;
+pub mod cli;
 pub mod client;
 pub mod devices;
 pub mod gpu;
 pub mod model;
 pub mod plan;
 pub mod probe;
+pub mod profile;
 pub mod runner;
 pub mod simulate;
 pub mod spool;
-pub mod sweep_args;
-pub mod tls_args;

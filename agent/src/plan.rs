@@ -214,7 +214,7 @@ mod tests {
     fn shapes_beyond_32_bit_indexing_are_refused_on_cuda_with_the_largest_batch_that_fits() {
         let model = distilbert();
         // 12 heads x 512 x 512 = 3,145,728 scores per sample: 682 samples fit
-        // in 2^31 - 1 elements, 683 do not (the example).
+        // in 2^31 - 1 elements, 683 do not.
         assert!(check_kernel_limits(&model, 682, 512, DeviceKind::Cuda).is_ok());
         let err = check_kernel_limits(&model, 683, 512, DeviceKind::Cuda).expect_err("too big");
         assert_eq!(err.elements, 683 * 12 * 512 * 512);

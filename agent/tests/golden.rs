@@ -305,36 +305,3 @@ fn builtin_base_model_has_distilbert_size_and_vocabulary() {
         assert!((c.probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-5);
     }
 }
-
-/// `cargo test --release -p fleetbench-agent --test golden -- --ignored --nocapture`
-#[test]
-#[ignore = "timing, run by hand"]
-fn time_base_forward_batch8_seq128() {
-    let req = ModelRequest {
-        weights: WeightsChoice::Random,
-        ..ModelRequest::new("distilbert-base-uncased")
-    };
-    for engine in [Engine::Fleetbench, Engine::CandleTransformers] {
-        let model = LoadedModel::load(
-            &ModelRequest {
-                engine,
-                ..req.clone()
-            },
-            &Device::Cpu,
-        )
-        .expect("load");
-        let texts = vec!["the plot drags on and on"; 8];
-        let batch = model.encode(&texts, 128).expect("encode");
-        model.forward(&batch).expect("warm-up");
-        let n = 5;
-        let start = Instant::now();
-        for _ in 0..n {
-            model.forward(&batch).expect("forward");
-        }
-        let per = start.elapsed() / n;
-        println!(
-            "{engine}: batch 8 seq 128 forward {per:?} ({:.1} samples/s)",
-            8.0 / per.as_secs_f64()
-        );
-    }
-}

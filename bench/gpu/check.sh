@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of issue 11 (item 7), in one call on a lent H100/H200 machine:
+# The GPU check, in one call on a lent H100/H200 machine:
 # a PREBUILT CUDA agent against nvidia-smi, Hugging Face transformers' golden
 # logits and PyTorch eager on the same card, with one Markdown summary at the
 # end (also written as OUT/summary.md). See bench/gpu/README.md.

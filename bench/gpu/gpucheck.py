@@ -26,9 +26,16 @@ import sys
 import time
 
 # Largest accepted |agent - transformers| logit difference per dtype, on the
-# tiny fixture (the CPU golden tests measured f16 9.2e-3 and bf16 4.7e-2).
+# tiny fixture, whose logits reach 4.5. The CPU golden tests measured f16
+# 9.2e-3 and bf16 4.7e-2. On an H200 (2026-11-29, bench/RESULTS.md) f32 gave
+# 5.0e-6, f16 1.2e-2 and bf16 1.1e-1: cuBLAS and candle's CUDA kernels round
+# half-precision intermediates in other places than the CPU does, and bf16
+# keeps 8 bits of mantissa (2^-8 x 4.5 = 1.8e-2 per rounding of a logit-sized
+# value). The GPU tolerances are therefore 2e-2 and 1.5e-1, and on every
+# device every label must also agree with transformers'.
 GOLDEN_TOL = {"f32": 1e-4, "f16": 1e-2, "bf16": 5e-2}
-# Goal of issue 11: bf16 DistilBERT at batch 128 reaches this share of the
+GOLDEN_TOL_GPU = {"f32": 1e-4, "f16": 2e-2, "bf16": 1.5e-1}
+# The GPU goal: bf16 DistilBERT at batch 128 reaches this share of the
 # card's own bf16 matrix-product rate.
 BF16_SHARE_GOAL = 0.40
 MIB = 2**20
@@ -91,7 +98,8 @@ def cmd_golden(a):
     max_length = golden.get("max_length", 128)
     texts = [truncated_text(c, max_length, os.path.join(a.model, "tokenizer.json")) for c in cases]
     truncated = sum(t != c["text"] for t, c in zip(texts, cases))
-    tol = a.tol if a.tol is not None else GOLDEN_TOL[a.dtype]
+    default = GOLDEN_TOL_GPU if a.device.startswith("cuda") else GOLDEN_TOL
+    tol = a.tol if a.tol is not None else default[a.dtype]
     cmd = [a.agent, "classify", "--json", "--model", a.model, "--weights", "hub",
            "--device", a.device, "--dtype", a.dtype, *texts]
     t0 = time.monotonic()
@@ -120,7 +128,7 @@ def cmd_golden(a):
                 worst, worst_text = d, c["text"]
             agree += r["label"] == c["label"]
         result.update(max_abs_diff=worst, worst_text=worst_text, labels_agree=agree,
-                      passed=bool(worst <= tol))
+                      passed=bool(worst <= tol and agree == len(cases)))
     except (ValueError, KeyError, TypeError) as e:
         result["error"] = str(e)
     json.dump(result, open(a.json, "w", encoding="utf-8"), indent=1)
@@ -431,15 +439,17 @@ def section_info(lines, out, meta):
 
 
 def section_golden(lines, out, meta):
+    tols = GOLDEN_TOL_GPU if meta.get("device", "").startswith("cuda") else GOLDEN_TOL
     lines += ["## Golden texts (tiny fixture; Hugging Face transformers' f32 logits)", "",
               "Tolerances on max |agent - transformers| over the logits: "
-              + ", ".join(f"{k} {v:.0e}" for k, v in GOLDEN_TOL.items())
-              + " (the CPU golden tests measured f16 9.2e-3, bf16 4.7e-2).", ""]
+              + ", ".join(f"{k} {v:.0e}" for k, v in tols.items())
+              + " (the CPU golden tests measured f16 9.2e-3, bf16 4.7e-2; GPU tolerances: see "
+              "GOLDEN_TOL_GPU in bench/gpu/gpucheck.py); every label must agree too.", ""]
     rows = []
     for dtype in meta.get("golden_dtypes", "").split():
         r = read_json(os.path.join(out, "golden", f"{dtype}.json"))
         if r is None:
-            rows.append((dtype, meta.get("device", "?"), "-", f"{GOLDEN_TOL[dtype]:.0e}", "-", "-",
+            rows.append((dtype, meta.get("device", "?"), "-", f"{tols[dtype]:.0e}", "-", "-",
                          "**no result** (see the step's log)"))
             continue
         rows.append((dtype, r["device"], f"{r['max_abs_diff']:.2e}" if "max_abs_diff" in r else "-",

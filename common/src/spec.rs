@@ -7,7 +7,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// The model the seed report measured, and the default everywhere.
+/// The model the seed report (testdata/seed/distilbert-benchmark-report.md)
+/// measured, and the default everywhere.
 pub const DEFAULT_MODEL: &str = "distilbert-base-uncased-finetuned-sst-2-english";
 /// DistilBERT's `max_position_embeddings`: longer sequences have no position vector.
 pub const MAX_SEQ_LEN: usize = 512;

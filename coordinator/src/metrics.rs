@@ -3,11 +3,10 @@
 //! scrapers need neither HTTP/2 nor the coordinator's TLS client settings.
 //!
 //! Counters and the ack-latency histogram are kept as events happen; the
-//! gauges (agents, sweeps by state, best throughput per host) are read from
-//! the fleet and the store at scrape time, so they can never drift from what
-//! `fleetbench agents` and `fleetbench sweeps` say.
+//! gauges (agents, sweeps by state, best throughput per host) are handed in
+//! as plain data at scrape time by a [`GaugeSource`] (the coordinator), so
+//! this module knows nothing of sweeps or the store.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +19,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use crate::sweeps::Coordinator;
+use crate::state::SweepState;
 
 /// Buckets of the result-to-ack latency, in seconds: from a fast local
 /// commit (~1 ms) to the 10 s beyond which an agent would long have resent.
@@ -32,6 +31,7 @@ const ACK_BUCKETS: [f64; 14] = [
 #[derive(Debug, Clone)]
 pub struct Metrics {
     results_stored: Counter,
+    results_duplicate: Counter,
     results_refused: Counter,
     agent_disconnects: Counter,
     result_ack_seconds: Histogram,
@@ -48,6 +48,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             results_stored: Counter::default(),
+            results_duplicate: Counter::default(),
             results_refused: Counter::default(),
             agent_disconnects: Counter::default(),
             result_ack_seconds: Histogram::new(ACK_BUCKETS),
@@ -62,6 +63,33 @@ struct StateLabel {
     state: String,
 }
 
+/// What the gauges show, read when scraped.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Gauges {
+    pub agents_connected: i64,
+    /// Agents the coordinator knows that are not connected now.
+    pub agents_lost: i64,
+    /// Sweeps in the store per state; states without sweeps may be missing.
+    pub sweeps_by_state: Vec<(SweepState, i64)>,
+    pub best_throughput: Vec<BestThroughput>,
+}
+
+/// The best throughput of one host's device in the last ended sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BestThroughput {
+    pub host: String,
+    pub gpu_model: String,
+    pub simulated: bool,
+    pub samples_per_second: f64,
+}
+
+/// Where `/metrics` gets its counters and gauges.
+pub trait GaugeSource: Send + Sync + 'static {
+    type Error: std::fmt::Display;
+    fn metrics(&self) -> &Metrics;
+    fn gauges(&self) -> Result<Gauges, Self::Error>;
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HostLabels {
     host: String,
@@ -74,6 +102,12 @@ impl Metrics {
     /// A result was stored for the first time (duplicates are not counted).
     pub fn result_stored(&self) {
         self.results_stored.inc();
+    }
+
+    /// A result arrived that was stored already (an agent resending what it
+    /// had not seen acknowledged); it is acknowledged, not stored again.
+    pub fn result_duplicate(&self) {
+        self.results_duplicate.inc();
     }
 
     pub fn result_refused(&self) {
@@ -103,12 +137,10 @@ impl Metrics {
         self.result_ack_seconds.observe(elapsed.as_secs_f64());
     }
 
-    /// The Prometheus text exposition of everything, gauges read now.
-    pub fn render(&self, coordinator: &Coordinator) -> Result<String, String> {
+    /// The Prometheus text exposition of the counters and of `gauges`.
+    pub fn render(&self, gauges: &Gauges) -> Result<String, std::fmt::Error> {
         let mut registry = Registry::with_prefix("fleetbench");
 
-        let agents = coordinator.list_agents().map_err(|e| e.to_string())?;
-        let connected = agents.iter().filter(|a| a.connected).count() as i64;
         let gauge = |v: i64| {
             let g: Gauge = Gauge::default();
             g.set(v);
@@ -117,12 +149,12 @@ impl Metrics {
         registry.register(
             "agents_connected",
             "Agents with an open session now",
-            gauge(connected),
+            gauge(gauges.agents_connected),
         );
         registry.register(
             "agents_lost",
             "Agents the coordinator knows that are not connected now",
-            gauge(agents.len() as i64 - connected),
+            gauge(gauges.agents_lost),
         );
         registry.register(
             "agent_disconnects",
@@ -132,19 +164,17 @@ impl Metrics {
 
         let sweeps: Family<StateLabel, Gauge> = Family::default();
         // Every state appears, zero or not, so alerts need no `absent()`.
-        for state in ["running", "completed", "partial", "failed", "cancelled"] {
+        for state in SweepState::ALL {
+            let n = gauges
+                .sweeps_by_state
+                .iter()
+                .find(|(s, _)| *s == state)
+                .map_or(0, |(_, n)| *n);
             sweeps
                 .get_or_create(&StateLabel {
-                    state: state.into(),
+                    state: state.as_str().into(),
                 })
-                .set(0);
-        }
-        for (state, n) in coordinator
-            .store
-            .sweep_state_counts()
-            .map_err(|e| e.to_string())?
-        {
-            sweeps.get_or_create(&StateLabel { state }).set(n);
+                .set(n);
         }
         registry.register("sweeps", "Sweeps in the store by state", sweeps);
 
@@ -152,6 +182,11 @@ impl Metrics {
             "results_stored",
             "Results stored (first copies; resent duplicates are not counted)",
             self.results_stored.clone(),
+        );
+        registry.register(
+            "results_duplicate",
+            "Results received again after they were stored, acknowledged as already stored",
+            self.results_duplicate.clone(),
         );
         registry.register(
             "results_refused",
@@ -175,8 +210,13 @@ impl Metrics {
         );
 
         let best: Family<HostLabels, Gauge<f64, std::sync::atomic::AtomicU64>> = Family::default();
-        for (labels, value) in last_sweep_best_throughput(coordinator)? {
-            best.get_or_create(&labels).set(value);
+        for b in &gauges.best_throughput {
+            let labels = HostLabels {
+                host: b.host.clone(),
+                gpu_model: b.gpu_model.clone(),
+                simulated: b.simulated.to_string(),
+            };
+            best.get_or_create(&labels).set(b.samples_per_second);
         }
         registry.register(
             "host_best_throughput_samples_per_second",
@@ -185,69 +225,14 @@ impl Metrics {
         );
 
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &registry)
-            .map_err(|e| format!("cannot encode metrics: {e}"))?;
+        prometheus_client::encoding::text::encode(&mut out, &registry)?;
         Ok(out)
-    }
-}
-
-/// Best measured throughput per (host, GPU model) in the newest sweep that
-/// has ended.
-fn last_sweep_best_throughput(
-    coordinator: &Coordinator,
-) -> Result<BTreeMap<HostLabels, f64>, String> {
-    let mut best = BTreeMap::new();
-    let Some(sweep) = coordinator
-        .store
-        .last_ended_sweep()
-        .map_err(|e| e.to_string())?
-    else {
-        return Ok(best);
-    };
-    for row in coordinator
-        .store
-        .results(&sweep)
-        .map_err(|e| e.to_string())?
-    {
-        let (Ok(device), Ok(point)) = (
-            serde_json::from_str::<fleetbench_common::DeviceDescription>(&row.device_json),
-            serde_json::from_str::<fleetbench_common::PointResult>(&row.point_json),
-        ) else {
-            continue;
-        };
-        let Some(stats) = point.stats() else {
-            continue;
-        };
-        let labels = HostLabels {
-            host: row.host,
-            gpu_model: device.name,
-            simulated: device.simulated.to_string(),
-        };
-        let entry = best.entry(labels).or_insert(0.0_f64);
-        *entry = entry.max(stats.throughput);
-    }
-    Ok(best)
-}
-
-impl PartialOrd for HostLabels {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for HostLabels {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (&self.host, &self.gpu_model, &self.simulated).cmp(&(
-            &other.host,
-            &other.gpu_model,
-            &other.simulated,
-        ))
     }
 }
 
 /// Serves `GET /metrics` on `listener` until `shutdown` completes.
 pub async fn serve(
-    coordinator: Arc<Coordinator>,
+    coordinator: Arc<impl GaugeSource>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -260,10 +245,17 @@ pub async fn serve(
             let coordinator = coordinator.clone();
             async move {
                 // Store reads block: keep them off the async workers.
-                let rendered =
-                    tokio::task::spawn_blocking(move || coordinator.metrics.render(&coordinator))
-                        .await
-                        .unwrap_or_else(|e| Err(format!("metrics task failed: {e}")));
+                let rendered = tokio::task::spawn_blocking(move || {
+                    let gauges = coordinator
+                        .gauges()
+                        .map_err(|e| format!("cannot read the gauges: {e}"))?;
+                    coordinator
+                        .metrics()
+                        .render(&gauges)
+                        .map_err(|e| format!("cannot encode metrics: {e}"))
+                })
+                .await
+                .unwrap_or_else(|e| Err(format!("metrics task failed: {e}")));
                 match rendered {
                     Ok(text) => (
                         StatusCode::OK,
@@ -284,4 +276,33 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sweep_state_is_rendered_even_without_sweeps() {
+        let gauges = Gauges {
+            agents_connected: 2,
+            agents_lost: 1,
+            sweeps_by_state: vec![(SweepState::Partial, 3)],
+            best_throughput: vec![BestThroughput {
+                host: "a".into(),
+                gpu_model: "T4".into(),
+                simulated: true,
+                samples_per_second: 12.5,
+            }],
+        };
+        let text = Metrics::default().render(&gauges).expect("render");
+        for state in SweepState::ALL {
+            let n = if state == SweepState::Partial { 3 } else { 0 };
+            let line = format!("fleetbench_sweeps{{state=\"{state}\"}} {n}");
+            assert!(text.contains(&line), "{line} missing from\n{text}");
+        }
+        assert!(text.contains("fleetbench_agents_connected 2"), "{text}");
+        assert!(text.contains("fleetbench_agents_lost 1"), "{text}");
+        assert!(text.contains("host=\"a\""), "{text}");
+    }
 }

@@ -13,6 +13,8 @@ use thiserror::Error;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+use crate::state::SweepState;
+
 #[derive(Debug, Error)]
 pub enum OperatorError {
     #[error(transparent)]
@@ -411,7 +413,7 @@ pub async fn compare(
     target: &ControlTarget,
     before: &str,
     after: &str,
-) -> Result<fleetbench_common::compare::SweepComparison, OperatorError> {
+) -> Result<fleetbench_report::compare::SweepComparison, OperatorError> {
     let mut client = connect(target).await?;
     let mut points = Vec::new();
     for id in [before, after] {
@@ -423,14 +425,14 @@ pub async fn compare(
             .into_inner();
         points.push(device_points(&detail.results));
     }
-    Ok(fleetbench_common::compare::compare(
+    Ok(fleetbench_report::compare::compare(
         before, &points[0], after, &points[1],
     ))
 }
 
 /// Groups stored results by host and device; results that do not decode are skipped.
-fn device_points(results: &[v1::StoredResult]) -> Vec<fleetbench_common::compare::DevicePoints> {
-    let mut out: Vec<fleetbench_common::compare::DevicePoints> = Vec::new();
+fn device_points(results: &[v1::StoredResult]) -> Vec<fleetbench_report::compare::DevicePoints> {
+    let mut out: Vec<fleetbench_report::compare::DevicePoints> = Vec::new();
     for r in results {
         let (Some(device), Some(point)) = (r.device.clone(), r.point.clone()) else {
             continue;
@@ -446,7 +448,7 @@ fn device_points(results: &[v1::StoredResult]) -> Vec<fleetbench_common::compare
             .find(|d| d.host == r.host && d.device_id == device.id)
         {
             Some(d) => d.points.push(point),
-            None => out.push(fleetbench_common::compare::DevicePoints {
+            None => out.push(fleetbench_report::compare::DevicePoints {
                 host: r.host.clone(),
                 hardware: fleetbench_common::hardware::lookup_gpu_model(&device.name)
                     .map(|g| g.key.to_string())
@@ -461,10 +463,10 @@ fn device_points(results: &[v1::StoredResult]) -> Vec<fleetbench_common::compare
 
 /// Whether the final state of a sweep should make the command fail.
 pub fn sweep_failed(event: &v1::SweepEvent) -> bool {
-    event
-        .sweep
-        .as_ref()
-        .is_none_or(|s| s.state != "completed" || s.hosts_failed > 0)
+    event.sweep.as_ref().is_none_or(|s| {
+        // An unknown state (a newer coordinator) is not a success.
+        SweepState::from_wire(s) != Ok(SweepState::Completed) || s.hosts_failed > 0
+    })
 }
 
 /// The coordinator's overall health as its gRPC health service reports it

@@ -5,17 +5,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use fleetbench_common::compare::{DevicePoints, compare};
-use fleetbench_common::report::{
+use fleetbench_common::{HostInventory, MachineReport, PointResult};
+use fleetbench_report::compare::{DevicePoints, compare};
+use fleetbench_report::{
     FleetOptions, FleetReport, HostOutcome, PriceTable, ReportError, safe_file_stem,
     write_fleet_reports, write_machine_reports,
 };
-use fleetbench_common::{
-    DeviceDescription, HostInventory, MachineReport, ModelInfo, PointResult, RunEnvironment,
-    SweepSpec,
-};
 use thiserror::Error;
 
+use crate::state::HostState;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, Error)]
@@ -26,12 +24,6 @@ pub enum ReportsError {
     Report(#[from] ReportError),
     #[error("sweep '{0}' not found")]
     NotFound(String),
-    #[error("stored record is unreadable: {0}")]
-    Corrupt(String),
-}
-
-fn parse<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> Result<T, ReportsError> {
-    serde_json::from_str(json).map_err(|e| ReportsError::Corrupt(format!("{what}: {e}")))
 }
 
 /// The machine reports of a sweep, one per host and device, from the store.
@@ -39,7 +31,7 @@ pub fn machine_reports(store: &Store, sweep_id: &str) -> Result<Vec<MachineRepor
     let sweep = store
         .sweep(sweep_id)?
         .ok_or_else(|| ReportsError::NotFound(sweep_id.to_string()))?;
-    let spec: SweepSpec = parse(&sweep.spec_json, "sweep spec")?;
+    let spec = sweep.spec()?;
     let hosts = store.sweep_hosts(sweep_id)?;
     let agents = store.agents()?;
     let results = store.results(sweep_id)?;
@@ -56,28 +48,27 @@ pub fn machine_reports(store: &Store, sweep_id: &str) -> Result<Vec<MachineRepor
     let mut machines = Vec::new();
     for ((host, _device), rows) in &groups {
         let Some(last) = rows.last() else { continue };
-        let device: DeviceDescription = parse(&last.device_json, "device")?;
-        let model: ModelInfo = parse(&last.model_json, "model")?;
-        let environment: RunEnvironment = parse(&last.environment_json, "environment")?;
-        let mut points: Vec<PointResult> = rows
-            .iter()
-            .map(|r| parse(&r.point_json, "point"))
-            .collect::<Result<_, _>>()?;
+        let device = last.device()?;
+        let model = last.model()?;
+        let environment = last.environment()?;
+        let mut points: Vec<PointResult> =
+            rows.iter().map(|r| r.point()).collect::<Result<_, _>>()?;
         points.sort_by_key(|p| {
             spec.batch_sizes
                 .iter()
                 .position(|b| *b == p.batch_size)
                 .unwrap_or(usize::MAX)
         });
-        let mut inventory: HostInventory = agents
-            .iter()
-            .find(|a| &a.name == host)
-            .and_then(|a| serde_json::from_str(&a.inventory_json).ok())
-            .unwrap_or_default();
+        // A host that sent results has registered; an unreadable inventory
+        // is an error, not an empty one.
+        let mut inventory = match agents.iter().find(|a| &a.name == host) {
+            Some(a) => a.inventory()?,
+            None => HostInventory::default(),
+        };
         inventory.hostname = host.clone();
         let outcome = hosts.iter().find(|h| &h.host == host);
         let mut notes: Vec<String> = outcome.map(|h| h.notes.clone()).unwrap_or_default();
-        if let Some(h) = outcome.filter(|h| h.state != "completed") {
+        if let Some(h) = outcome.filter(|h| h.state != HostState::Completed) {
             notes.push(format!(
                 "this host's part of the sweep ended as {}{}: the report shows the points received before that",
                 h.state,
@@ -135,16 +126,15 @@ pub fn build_sweep_reports(
     let sweep = store
         .sweep(sweep_id)?
         .ok_or_else(|| ReportsError::NotFound(sweep_id.to_string()))?;
-    let spec: SweepSpec = parse(&sweep.spec_json, "sweep spec")?;
-    let options: crate::sweeps::SweepOptions =
-        serde_json::from_str(&sweep.options_json).unwrap_or_default();
+    let spec = sweep.spec()?;
+    let options = sweep.options()?;
     let machines = machine_reports(store, sweep_id)?;
     let outcomes: Vec<HostOutcome> = store
         .sweep_hosts(sweep_id)?
         .iter()
         .map(|h| HostOutcome {
             host: h.host.clone(),
-            status: h.state.clone(),
+            status: h.state.as_str().to_string(),
             error: h.error.clone(),
             simulated: h.simulated,
         })
@@ -156,7 +146,7 @@ pub fn build_sweep_reports(
     let generated_at = fleetbench_common::time::now_rfc3339();
     let mut fleet = FleetReport::build(
         sweep_id,
-        &sweep.state,
+        sweep.state.as_str(),
         &spec,
         &machines,
         &outcomes,

@@ -28,7 +28,10 @@ impl From<SweepError> for Status {
             SweepError::NotFound(_) => Status::not_found(e.to_string()),
             SweepError::Invalid(_) => Status::invalid_argument(e.to_string()),
             SweepError::NoHosts(_) => Status::failed_precondition(e.to_string()),
-            SweepError::Store(_) => Status::internal(e.to_string()),
+            SweepError::Store(_)
+            | SweepError::Write { .. }
+            | SweepError::Encode { .. }
+            | SweepError::ResultNotStored { .. } => Status::internal(e.to_string()),
         }
     }
 }
@@ -80,14 +83,9 @@ impl AgentSession for SessionService {
         }
         valid_agent_name(&hello.agent_name)?;
         let name = hello.agent_name.clone();
-        let max_agents = self.coordinator.config.limits.max_agents;
-        if self.coordinator.fleet.len() >= max_agents && self.coordinator.fleet.get(&name).is_none()
-        {
-            self.coordinator.metrics.limit_hit("agents");
-            tracing::warn!(agent = %name, %peer, max_agents, "refused an agent: at the session limit");
-            return Err(Status::resource_exhausted(format!(
-                "the coordinator holds its limit of {max_agents} agent sessions (--max-agents); try again later"
-            )));
+        if let Err(refused) = self.coordinator.admit_agent(&name) {
+            tracing::warn!(agent = %name, %peer, max_agents = refused.max_agents, "refused an agent: at the session limit");
+            return Err(Status::resource_exhausted(refused.to_string()));
         }
         let mut inventory: HostInventory = hello.inventory.map(Into::into).unwrap_or_default();
         inventory.hostname = name.clone();
@@ -170,7 +168,8 @@ impl AgentSession for SessionService {
                                 let _ = tx.send(Ok(ack_msg(ack))).await;
                                 coordinator.metrics.ack_latency(arrived.elapsed());
                             }
-                            Err(why) => {
+                            Err(e) => {
+                                let why = e.to_string();
                                 let _ = tx.send(Err(Status::unavailable(why.clone()))).await;
                                 break why;
                             }
@@ -265,7 +264,7 @@ impl Control for ControlService {
             let mut refresh = tokio::time::interval(Duration::from_secs(1));
             let mut ended_since: Option<tokio::time::Instant> = None;
             loop {
-                let over = view.summary.state != "running";
+                let over = view.summary.state_code() != v1::SweepState::Running;
                 let reports_ready = !view.summary.reports_dir.is_empty();
                 if tx.send(Ok(Self::event(view, String::new()))).await.is_err() {
                     return;

@@ -10,15 +10,25 @@
 //! `PRAGMA user_version`, from the first release on.
 
 use std::path::Path;
+use std::str::FromStr;
 use std::sync::Mutex;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use fleetbench_common::{
+    DeviceDescription, HostInventory, ModelInfo, PointResult, RunEnvironment, SweepSpec,
+};
+use rusqlite::types::{ToSqlOutput, Type};
+use rusqlite::{Connection, OptionalExtension, ToSql, TransactionBehavior, params};
+use serde::de::DeserializeOwned;
 use thiserror::Error;
 
+use crate::state::{HostState, SweepState, UnknownState};
+
+// Messages include their cause: most of them reach people as one line (a
+// gRPC status, a log field) that shows no source chain.
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     #[error(
         "the database at {path} was written by a newer fleetbench (schema {found}, this one knows {known}): upgrade the coordinator"
     )]
@@ -28,7 +38,92 @@ pub enum StoreError {
         known: i64,
     },
     #[error("corrupt record in the store: {0}")]
-    Corrupt(String),
+    Corrupt(#[source] BadRecord),
+    /// A batch of writes came back with an outcome of another kind: a bug.
+    #[error("the store answered a {0} write with no outcome of its kind")]
+    NoOutcome(&'static str),
+}
+
+/// A stored value that does not read back: which row, which column, why.
+#[derive(Debug, Error)]
+#[error("{record}, {column}: {source}")]
+pub struct BadRecord {
+    /// e.g. "sweep '20261127-112319-3f9a'".
+    pub record: String,
+    pub column: &'static str,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    /// A row-reading closure can only fail with a `rusqlite::Error`; a bad
+    /// record travels inside one and is unwrapped again here.
+    fn from(e: rusqlite::Error) -> StoreError {
+        match e {
+            rusqlite::Error::FromSqlConversionFailure(i, t, inner) => {
+                match inner.downcast::<BadRecord>() {
+                    Ok(bad) => StoreError::Corrupt(*bad),
+                    Err(inner) => {
+                        StoreError::Sqlite(rusqlite::Error::FromSqlConversionFailure(i, t, inner))
+                    }
+                }
+            }
+            e => StoreError::Sqlite(e),
+        }
+    }
+}
+
+impl BadRecord {
+    fn new(
+        record: String,
+        column: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> BadRecord {
+        BadRecord {
+            record,
+            column,
+            source: Box::new(source),
+        }
+    }
+
+    /// For use inside a row closure (see `From<rusqlite::Error>`).
+    fn in_row(self, index: usize) -> rusqlite::Error {
+        rusqlite::Error::FromSqlConversionFailure(index, Type::Text, Box::new(self))
+    }
+}
+
+/// Parses a JSON column that was read as text, naming the record if it fails.
+fn parse_json<T: DeserializeOwned>(
+    json: &str,
+    record: impl FnOnce() -> String,
+    column: &'static str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(BadRecord::new(record(), column, e)))
+}
+
+/// Reads a state column inside a row closure; an unknown text names its row.
+fn state_column<S: FromStr<Err = UnknownState>>(
+    r: &rusqlite::Row<'_>,
+    index: usize,
+    record: impl FnOnce() -> String,
+) -> rusqlite::Result<S> {
+    let text: String = r.get(index)?;
+    text.parse()
+        .map_err(|e| BadRecord::new(record(), "state", e).in_row(index))
+}
+
+// States are stored as their text, which every database since the first
+// release holds.
+impl ToSql for SweepState {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl ToSql for HostState {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
 }
 
 /// Each entry moves the schema one version up. Never edit a released entry:
@@ -94,21 +189,51 @@ pub struct AgentRow {
     pub last_seen_ms: i64,
 }
 
+impl AgentRow {
+    pub fn inventory(&self) -> Result<HostInventory, StoreError> {
+        parse_json(
+            &self.inventory_json,
+            || format!("agent '{}'", self.name),
+            "inventory_json",
+        )
+    }
+}
+
+/// Report options chosen when the sweep started, kept with it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SweepOptions {
+    pub baseline: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct SweepRow {
     pub id: String,
     pub spec_json: String,
     pub options_json: String,
-    pub state: String,
+    pub state: SweepState,
     pub created_ms: i64,
     pub ended_ms: Option<i64>,
     pub reports_dir: Option<String>,
 }
 
+impl SweepRow {
+    pub fn spec(&self) -> Result<SweepSpec, StoreError> {
+        parse_json(&self.spec_json, || self.record(), "spec_json")
+    }
+
+    pub fn options(&self) -> Result<SweepOptions, StoreError> {
+        parse_json(&self.options_json, || self.record(), "options_json")
+    }
+
+    fn record(&self) -> String {
+        format!("sweep '{}'", self.id)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct SweepHostRow {
     pub host: String,
-    pub state: String,
+    pub state: HostState,
     pub error: Option<String>,
     pub notes: Vec<String>,
     pub simulated: bool,
@@ -117,6 +242,7 @@ pub struct SweepHostRow {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResultRow {
+    pub sweep_id: String,
     pub host: String,
     pub device_id: String,
     pub batch_size: i64,
@@ -125,6 +251,31 @@ pub struct ResultRow {
     pub environment_json: String,
     pub point_json: String,
     pub received_ms: i64,
+}
+
+impl ResultRow {
+    pub fn device(&self) -> Result<DeviceDescription, StoreError> {
+        parse_json(&self.device_json, || self.record(), "device_json")
+    }
+
+    pub fn model(&self) -> Result<ModelInfo, StoreError> {
+        parse_json(&self.model_json, || self.record(), "model_json")
+    }
+
+    pub fn environment(&self) -> Result<RunEnvironment, StoreError> {
+        parse_json(&self.environment_json, || self.record(), "environment_json")
+    }
+
+    pub fn point(&self) -> Result<PointResult, StoreError> {
+        parse_json(&self.point_json, || self.record(), "point_json")
+    }
+
+    fn record(&self) -> String {
+        format!(
+            "result of sweep '{}', host '{}', device '{}', batch size {}",
+            self.sweep_id, self.host, self.device_id, self.batch_size
+        )
+    }
 }
 
 /// A new result, as the session hands it over.
@@ -147,7 +298,8 @@ pub struct NewResult {
 pub struct HostVerdict {
     pub sweep_id: String,
     pub host: String,
-    pub state: String,
+    /// A terminal state.
+    pub state: HostState,
     pub error: Option<String>,
     pub notes: Vec<String>,
     pub now: i64,
@@ -194,8 +346,6 @@ pub enum Inserted {
 pub struct Store {
     conn: Mutex<Connection>,
 }
-
-pub const TERMINAL_HOST_STATES: &[&str] = &["completed", "failed", "cancelled"];
 
 impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
@@ -312,13 +462,13 @@ impl Store {
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute(
-                "INSERT INTO sweeps (id, spec_json, options_json, state, created_ms) VALUES (?1, ?2, ?3, 'running', ?4)",
-                params![id, spec_json, options_json, now],
+                "INSERT INTO sweeps (id, spec_json, options_json, state, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, spec_json, options_json, SweepState::Running, now],
             )?;
             for (host, simulated, deadline) in hosts {
                 tx.execute(
-                    "INSERT INTO sweep_hosts (sweep_id, host, state, simulated, deadline_ms) VALUES (?1, ?2, 'running', ?3, ?4)",
-                    params![id, host, simulated, deadline],
+                    "INSERT INTO sweep_hosts (sweep_id, host, state, simulated, deadline_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![id, host, HostState::Running, simulated, deadline],
                 )?;
             }
             tx.commit()
@@ -348,10 +498,14 @@ impl Store {
     }
 
     /// How many sweeps are in each state.
-    pub fn sweep_state_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+    pub fn sweep_state_counts(&self) -> Result<Vec<(SweepState, i64)>, StoreError> {
         self.with(|c| {
             let mut st = c.prepare("SELECT state, COUNT(*) FROM sweeps GROUP BY state")?;
-            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let rows = st.query_map([], |r| {
+                let n: i64 = r.get(1)?;
+                let state = state_column(r, 0, || format!("{n} sweeps"))?;
+                Ok((state, n))
+            })?;
             rows.collect()
         })
     }
@@ -360,8 +514,8 @@ impl Store {
     pub fn last_ended_sweep(&self) -> Result<Option<String>, StoreError> {
         self.with(|c| {
             c.query_row(
-                "SELECT id FROM sweeps WHERE state != 'running' ORDER BY created_ms DESC, id DESC LIMIT 1",
-                [],
+                "SELECT id FROM sweeps WHERE state != ?1 ORDER BY created_ms DESC, id DESC LIMIT 1",
+                [SweepState::Running],
                 |r| r.get(0),
             )
             .optional()
@@ -377,9 +531,15 @@ impl Store {
         self.with(|c| {
             c.query_row(
                 "SELECT id, spec_json, options_json, state, created_ms, ended_ms, reports_dir FROM sweeps
-                 WHERE spec_json = ?1 AND id != ?2 AND created_ms <= ?3 AND state IN ('completed', 'partial')
+                 WHERE spec_json = ?1 AND id != ?2 AND created_ms <= ?3 AND state IN (?4, ?5)
                  ORDER BY created_ms DESC, id DESC LIMIT 1",
-                params![sweep.spec_json, sweep.id, sweep.created_ms],
+                params![
+                    sweep.spec_json,
+                    sweep.id,
+                    sweep.created_ms,
+                    SweepState::Completed,
+                    SweepState::Partial
+                ],
                 sweep_row,
             )
             .optional()
@@ -389,9 +549,9 @@ impl Store {
     pub fn running_sweeps(&self) -> Result<Vec<SweepRow>, StoreError> {
         self.with(|c| {
             let mut st = c.prepare(
-                "SELECT id, spec_json, options_json, state, created_ms, ended_ms, reports_dir FROM sweeps WHERE state = 'running' ORDER BY created_ms",
+                "SELECT id, spec_json, options_json, state, created_ms, ended_ms, reports_dir FROM sweeps WHERE state = ?1 ORDER BY created_ms",
             )?;
-            let rows = st.query_map([], sweep_row)?;
+            let rows = st.query_map([SweepState::Running], sweep_row)?;
             rows.collect()
         })
     }
@@ -411,14 +571,17 @@ impl Store {
                  WHERE sweep_id = ?1 AND (?2 IS NULL OR host = ?2) ORDER BY host",
             )?;
             let rows = st.query_map(params![id, host], |r| {
+                let host: String = r.get(0)?;
+                let record = || format!("host '{host}' of sweep '{id}'");
                 let notes: String = r.get(3)?;
                 Ok(SweepHostRow {
-                    host: r.get(0)?,
-                    state: r.get(1)?,
+                    state: state_column(r, 1, record)?,
                     error: r.get(2)?,
-                    notes: serde_json::from_str(&notes).unwrap_or_default(),
+                    notes: serde_json::from_str(&notes)
+                        .map_err(|e| BadRecord::new(record(), "notes_json", e).in_row(3))?,
                     simulated: r.get(4)?,
                     deadline_ms: r.get(5)?,
+                    host,
                 })
             })?;
             rows.collect()
@@ -432,7 +595,7 @@ impl Store {
         &self,
         sweep: &str,
         host: &str,
-        state: &str,
+        state: HostState,
         error: Option<&str>,
         notes: &[String],
         now: i64,
@@ -440,14 +603,14 @@ impl Store {
         let op = WriteOp::FinishHost(HostVerdict {
             sweep_id: sweep.into(),
             host: host.into(),
-            state: state.into(),
+            state,
             error: error.map(Into::into),
             notes: notes.to_vec(),
             now,
         });
         match self.apply(std::slice::from_ref(&op))?.pop() {
             Some(WriteOutcome::HostChanged(changed)) => Ok(changed),
-            _ => Ok(false),
+            _ => Err(StoreError::NoOutcome("host verdict")),
         }
     }
 
@@ -458,8 +621,8 @@ impl Store {
                 // `state = 'running'` (the one unfinished state) is answered by
                 // the (sweep_id, state) index alone; NOT IN read every host of
                 // the sweep, ~2 ms per finished host at 10,000 hosts (bench/RESULTS.md).
-                "SELECT COUNT(*) FROM sweep_hosts WHERE sweep_id = ?1 AND state = 'running'",
-                params![sweep],
+                "SELECT COUNT(*) FROM sweep_hosts WHERE sweep_id = ?1 AND state = ?2",
+                params![sweep, HostState::Running],
                 |r| r.get(0),
             )
         })
@@ -467,11 +630,11 @@ impl Store {
 
     /// Ends a running sweep; false when it had already ended (so exactly one
     /// caller goes on to write its reports).
-    pub fn end_sweep(&self, id: &str, state: &str, now: i64) -> Result<bool, StoreError> {
+    pub fn end_sweep(&self, id: &str, state: SweepState, now: i64) -> Result<bool, StoreError> {
         let n = self.with(|c| {
             c.execute(
-                "UPDATE sweeps SET state = ?2, ended_ms = ?3 WHERE id = ?1 AND state = 'running'",
-                params![id, state, now],
+                "UPDATE sweeps SET state = ?2, ended_ms = ?3 WHERE id = ?1 AND state = ?4",
+                params![id, state, now, SweepState::Running],
             )
         })?;
         Ok(n > 0)
@@ -488,11 +651,10 @@ impl Store {
     }
 
     /// Stores a result once; the commit is durable when this returns.
-    /// Stores one result; the commit is durable when this returns.
     pub fn insert_result(&self, r: &NewResult) -> Result<Inserted, StoreError> {
         match self.apply(&[WriteOp::Result(r.clone())])?.pop() {
             Some(WriteOutcome::Result(inserted)) => Ok(inserted),
-            _ => Err(StoreError::Corrupt("no outcome for a write".into())),
+            _ => Err(StoreError::NoOutcome("result")),
         }
     }
 
@@ -510,9 +672,10 @@ impl Store {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )?;
                 let mut upsert = tx.prepare_cached(UPSERT_AGENT)?;
+                // Only a running host takes a verdict: the first one stands.
                 let mut finish = tx.prepare_cached(
                     "UPDATE sweep_hosts SET state = ?3, error = ?4, notes_json = ?5, ended_ms = ?6
-                     WHERE sweep_id = ?1 AND host = ?2 AND state NOT IN ('completed', 'failed', 'cancelled')",
+                     WHERE sweep_id = ?1 AND host = ?2 AND state = ?7",
                 )?;
                 for op in batch {
                     match op {
@@ -540,8 +703,17 @@ impl Store {
                             out.push(WriteOutcome::AgentStored);
                         }
                         WriteOp::FinishHost(v) => {
-                            let notes = serde_json::to_string(&v.notes).unwrap_or_else(|_| "[]".into());
-                            let n = finish.execute(params![v.sweep_id, v.host, v.state, v.error, notes, v.now])?;
+                            let notes = serde_json::to_string(&v.notes)
+                                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                            let n = finish.execute(params![
+                                v.sweep_id,
+                                v.host,
+                                v.state,
+                                v.error,
+                                notes,
+                                v.now,
+                                HostState::Running
+                            ])?;
                             out.push(WriteOutcome::HostChanged(n > 0));
                         }
                     }
@@ -560,6 +732,7 @@ impl Store {
             )?;
             let rows = st.query_map(params![sweep], |r| {
                 Ok(ResultRow {
+                    sweep_id: sweep.to_string(),
                     host: r.get(0)?,
                     device_id: r.get(1)?,
                     batch_size: r.get(2)?,
@@ -615,11 +788,12 @@ impl Store {
 }
 
 fn sweep_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SweepRow> {
+    let id: String = r.get(0)?;
     Ok(SweepRow {
-        id: r.get(0)?,
+        state: state_column(r, 3, || format!("sweep '{id}'"))?,
+        id,
         spec_json: r.get(1)?,
         options_json: r.get(2)?,
-        state: r.get(3)?,
         created_ms: r.get(4)?,
         ended_ms: r.get(5)?,
         reports_dir: r.get(6)?,
@@ -688,15 +862,73 @@ mod tests {
             .expect("create");
         assert!(
             store
-                .finish_host("s1", "a", "failed", Some("missed its deadline"), &[], 2)
+                .finish_host(
+                    "s1",
+                    "a",
+                    HostState::Failed,
+                    Some("missed its deadline"),
+                    &[],
+                    2
+                )
                 .expect("finish")
         );
         assert!(
             !store
-                .finish_host("s1", "a", "completed", None, &[], 3)
+                .finish_host("s1", "a", HostState::Completed, None, &[], 3)
                 .expect("finish")
         );
-        assert_eq!(store.sweep_hosts("s1").expect("hosts")[0].state, "failed");
+        assert_eq!(
+            store.sweep_hosts("s1").expect("hosts")[0].state,
+            HostState::Failed
+        );
+    }
+
+    #[test]
+    fn an_unknown_state_or_bad_json_names_its_row() {
+        let store = Store::open_in_memory().expect("open");
+        store
+            .create_sweep("s1", "{}", "{}", 1, &[("a".into(), false, 100)])
+            .expect("create");
+        store
+            .with(|c| {
+                c.execute("UPDATE sweeps SET state = 'runing' WHERE id = 's1'", [])?;
+                c.execute(
+                    "UPDATE sweep_hosts SET notes_json = 'x' WHERE host = 'a'",
+                    [],
+                )
+            })
+            .expect("damage");
+        let err = store.sweep("s1").expect_err("unknown sweep state");
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "corrupt record in the store: sweep 's1', state: unknown sweep state 'runing'"
+        );
+        let err = store.sweep_hosts("s1").expect_err("bad notes");
+        assert!(
+            err.to_string()
+                .contains("host 'a' of sweep 's1', notes_json:"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn databases_of_the_first_schema_keep_their_state_text() {
+        // The text is the stored format: a change here would orphan every
+        // existing database's sweeps.
+        let store = Store::open_in_memory().expect("open");
+        store
+            .create_sweep("s1", "{}", "{}", 1, &[("a".into(), false, 100)])
+            .expect("create");
+        assert!(store.end_sweep("s1", SweepState::Partial, 2).expect("end"));
+        let text: String = store
+            .with(|c| c.query_row("SELECT state FROM sweeps", [], |r| r.get(0)))
+            .expect("raw");
+        assert_eq!(text, "partial");
+        assert_eq!(
+            store.sweep_state_counts().expect("counts"),
+            vec![(SweepState::Partial, 1)]
+        );
     }
 
     #[test]

@@ -9,19 +9,43 @@
 //! before the commit that holds their result.
 
 use std::path::Path;
+use std::sync::Arc;
 
+use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::store::{
     AgentRecord, HostVerdict, Inserted, NewResult, Store, StoreError, WriteOp, WriteOutcome,
 };
 
+/// Why the writer could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot start the result writer thread")]
+    Thread(#[source] std::io::Error),
+}
+
+/// Why a write was not stored.
+#[derive(Debug, Clone, Error)]
+pub enum WriteError {
+    /// The batch's commit failed; every write in it shares the one error.
+    #[error("{0}")]
+    Commit(#[source] Arc<StoreError>),
+    #[error("the result writer has stopped")]
+    Stopped,
+    /// The writer answered with an outcome of another kind: a bug.
+    #[error("the result writer answered a {0} with an outcome of another kind")]
+    WrongOutcome(&'static str),
+}
+
 /// Largest batch per transaction: bounds the latency one commit adds.
 const MAX_BATCH: usize = 1024;
 /// Results waiting for the writer; a full queue makes sessions wait (backpressure).
 const QUEUE: usize = 16 * 1024;
 
-type Reply = oneshot::Sender<Result<WriteOutcome, String>>;
+type Reply = oneshot::Sender<Result<WriteOutcome, WriteError>>;
 
 #[derive(Debug, Clone)]
 pub struct ResultWriter {
@@ -30,7 +54,7 @@ pub struct ResultWriter {
 
 impl ResultWriter {
     /// Starts the writer thread on its own connection to the database at `path`.
-    pub fn start(path: &Path) -> Result<ResultWriter, StoreError> {
+    pub fn start(path: &Path) -> Result<ResultWriter, StartError> {
         let store = Store::open(path)?;
         let (tx, mut rx) = mpsc::channel::<(WriteOp, Reply)>(QUEUE);
         std::thread::Builder::new()
@@ -48,51 +72,55 @@ impl ResultWriter {
                     match store.apply(&ops) {
                         Ok(verdicts) => {
                             for (reply, verdict) in replies.into_iter().zip(verdicts) {
+                                // A caller that stopped waiting needs no answer.
                                 let _ = reply.send(Ok(verdict));
                             }
                         }
                         Err(e) => {
                             tracing::error!(error = %e, batch = ops.len(), "could not commit results");
+                            let e = Arc::new(e);
                             for reply in replies {
-                                let _ = reply.send(Err(e.to_string()));
+                                // A caller that stopped waiting needs no answer.
+                                let _ = reply.send(Err(WriteError::Commit(e.clone())));
                             }
                         }
                     }
                 }
             })
-            .map_err(|e| StoreError::Corrupt(format!("cannot start the result writer: {e}")))?;
+            .map_err(StartError::Thread)?;
         Ok(ResultWriter { tx })
     }
 
-    async fn submit(&self, op: WriteOp) -> Result<WriteOutcome, String> {
+    async fn submit(&self, op: WriteOp) -> Result<WriteOutcome, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send((op, reply))
             .await
-            .map_err(|_| "the result writer has stopped".to_string())?;
-        answer
-            .await
-            .map_err(|_| "the result writer has stopped".to_string())?
+            .map_err(|_| WriteError::Stopped)?;
+        answer.await.map_err(|_| WriteError::Stopped)?
     }
 
     /// Stores `result`; returns once it is committed (or could not be).
-    pub async fn insert(&self, result: NewResult) -> Result<Inserted, String> {
+    pub async fn insert(&self, result: NewResult) -> Result<Inserted, WriteError> {
         match self.submit(WriteOp::Result(result)).await? {
             WriteOutcome::Result(inserted) => Ok(inserted),
-            _ => Err("unexpected write outcome".into()),
+            _ => Err(WriteError::WrongOutcome("result")),
         }
     }
 
     /// Records a host's verdict unless it already has one; true if it changed.
-    pub async fn finish_host(&self, verdict: HostVerdict) -> Result<bool, String> {
+    pub async fn finish_host(&self, verdict: HostVerdict) -> Result<bool, WriteError> {
         match self.submit(WriteOp::FinishHost(verdict)).await? {
             WriteOutcome::HostChanged(changed) => Ok(changed),
-            _ => Err("unexpected write outcome".into()),
+            _ => Err(WriteError::WrongOutcome("host verdict")),
         }
     }
 
     /// Records an agent's introduction (name, version, inventory).
-    pub async fn upsert_agent(&self, agent: AgentRecord) -> Result<(), String> {
-        self.submit(WriteOp::UpsertAgent(agent)).await.map(|_| ())
+    pub async fn upsert_agent(&self, agent: AgentRecord) -> Result<(), WriteError> {
+        match self.submit(WriteOp::UpsertAgent(agent)).await? {
+            WriteOutcome::AgentStored => Ok(()),
+            _ => Err(WriteError::WrongOutcome("agent")),
+        }
     }
 }

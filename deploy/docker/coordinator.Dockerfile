@@ -31,10 +31,12 @@ WORKDIR /src
 COPY . .
 # rust:*-slim has gcc and libc6-dev, all that the bundled SQLite needs; gRPC
 # code is generated without protoc. The cache mounts keep crates and the
-# target directory between builds.
+# target directory between builds. --no-default-features leaves out the
+# demo's in-process agent, and with it candle, tokenizers and NVML: the
+# coordinator and the operator CLI need none of them.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p fleetbench-coordinator --bin fleetbench \
+    cargo build --release --locked -p fleetbench-coordinator --no-default-features --bin fleetbench \
  && install -D -m 0755 target/release/fleetbench /out/fleetbench \
  && strip /out/fleetbench
 

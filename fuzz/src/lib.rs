@@ -1,4 +1,4 @@
-//! Properties checked by the fuzz targets (issue 7, item 3).
+//! Properties checked by the fuzz targets (results: fuzz/RESULTS.md).
 //!
 //! Each public function takes the fuzzer's bytes, feeds them to the real
 //! parsers and validators of `fleetbench-common` and `fleetbench-proto`, and
@@ -19,7 +19,7 @@ use std::fmt::{Debug, Display};
 use std::str::FromStr;
 
 use arbitrary::Unstructured;
-use fleetbench_common::report::{
+use fleetbench_report::{
     FleetOptions, FleetReport, HostOutcome, PriceTable, all_exporters,
 };
 use fleetbench_common::spec::{

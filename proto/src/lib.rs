@@ -18,5 +18,8 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 mod convert;
 pub mod security;
+/// The client TLS flags, for every binary that dials a coordinator.
+#[cfg(feature = "clap")]
+pub mod tls_args;
 
 pub use convert::ConvertError;

@@ -2,9 +2,11 @@
 //! `fleetbench-agent` agents as child processes on loopback ports chosen by
 //! the OS, the CLI run as a user would, and the store read back directly.
 //!
-//! The binaries are the ones `cargo test --workspace` builds next to the test
-//! executables (their packages have integration tests of their own, which
-//! makes cargo build them first).
+//! The programs are this package's own binaries `e2e-fleetbench` and
+//! `e2e-fleetbench-agent` (src/bin/), each one line calling the real
+//! program's `cli::main()`: Cargo builds them before the integration tests,
+//! so `cargo test -p fleetbench-tests` alone runs the programs of this
+//! checkout, never stale ones.
 
 pub mod proxy;
 
@@ -13,20 +15,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// `target/<profile>/<name>`.
+/// The path of the program `name` (`fleetbench` or `fleetbench-agent`) as
+/// built for these tests: this package's binary `e2e-<name>`.
+///
+/// Cargo passes it as `CARGO_BIN_EXE_e2e-<name>`: at compile time to the
+/// integration tests (`env!`), and also in the environment of the test
+/// processes `cargo test` runs (cargo 1.95, this workspace's minimum). This
+/// library is compiled as a plain dependency of the tests, where `env!` has
+/// no such variable, so it reads the environment;
+/// `tests/bad_input.rs::the_programs_are_this_packages_binaries` checks that
+/// both agree.
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace`",
-        path.display()
-    );
+    let var = format!("CARGO_BIN_EXE_e2e-{name}");
+    let path = std::env::var_os(&var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!("{var} is not set: run these tests with `cargo test -p fleetbench-tests`")
+        });
+    assert!(path.exists(), "{} is missing", path.display());
     path
 }
 

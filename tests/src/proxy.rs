@@ -1,6 +1,7 @@
 //! A TCP proxy for fault injection: sits between agents and the coordinator
 //! and can drop every connection, stall them (stop carrying bytes while
-//! keeping them open), refuse new ones, or point at a new upstream (a
+//! keeping them open), hold back the coordinator's replies only (results
+//! arrive, their acknowledgements do not), refuse new ones, or point at a new upstream (a
 //! coordinator restarted on another port).
 
 use std::io::{Read as _, Write as _};
@@ -13,6 +14,8 @@ use std::time::Duration;
 struct State {
     upstream: Mutex<String>,
     stalled: AtomicBool,
+    /// Stalls the coordinator-to-agent direction only.
+    replies_held: AtomicBool,
     refusing: AtomicBool,
     /// Both ends of every live connection, to cut them at once.
     open: Mutex<Vec<TcpStream>>,
@@ -48,12 +51,12 @@ impl FaultProxy {
                 if let (Ok(c), Ok(s)) = (client.try_clone(), server.try_clone()) {
                     shared.open.lock().expect("lock").extend([c, s]);
                 }
-                for (from, to) in [(&client, &server), (&server, &client)] {
+                for (from, to, reply) in [(&client, &server, false), (&server, &client, true)] {
                     let (Ok(from), Ok(to)) = (from.try_clone(), to.try_clone()) else {
                         continue;
                     };
                     let state = shared.clone();
-                    std::thread::spawn(move || pump(from, to, &state));
+                    std::thread::spawn(move || pump(from, to, reply, &state));
                 }
             }
         });
@@ -76,6 +79,12 @@ impl FaultProxy {
         self.state.stalled.store(on, Ordering::SeqCst);
     }
 
+    /// Stops (or resumes) carrying the coordinator's bytes to the agents;
+    /// the agents' bytes still arrive.
+    pub fn hold_replies(&self, on: bool) {
+        self.state.replies_held.store(on, Ordering::SeqCst);
+    }
+
     /// Closes new connections at once while on.
     pub fn refuse(&self, on: bool) {
         self.state.refusing.store(on, Ordering::SeqCst);
@@ -87,17 +96,21 @@ impl FaultProxy {
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, state: &State) {
+/// Carries bytes one way; `reply` is the coordinator-to-agent direction.
+fn pump(mut from: TcpStream, mut to: TcpStream, reply: bool, state: &State) {
+    let held = || {
+        state.stalled.load(Ordering::SeqCst) || (reply && state.replies_held.load(Ordering::SeqCst))
+    };
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        while state.stalled.load(Ordering::SeqCst) {
+        while held() {
             std::thread::sleep(Duration::from_millis(20));
         }
         match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 // Bytes read just before a stall began wait for its end too.
-                while state.stalled.load(Ordering::SeqCst) {
+                while held() {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 if to.write_all(&buf[..n]).is_err() {

@@ -570,3 +570,30 @@ fn every_bad_input_is_refused_clearly_and_nothing_crashes() {
     assert!(!log.contains("panicked"), "{log}");
     coordinator.kill9();
 }
+
+/// The programs under test are this package's own binaries, built from this
+/// checkout (the path the library reads at run time is the one Cargo gave the
+/// tests at compile time), and they present themselves under the names users
+/// type, not as `e2e-...`.
+#[test]
+fn the_programs_are_this_packages_binaries() {
+    assert_eq!(
+        bin("fleetbench"),
+        Path::new(env!("CARGO_BIN_EXE_e2e-fleetbench"))
+    );
+    assert_eq!(
+        bin("fleetbench-agent"),
+        Path::new(env!("CARGO_BIN_EXE_e2e-fleetbench-agent"))
+    );
+    for (program, subcommand) in [("fleetbench", "serve"), ("fleetbench-agent", "run")] {
+        let out = Command::new(bin(program))
+            .args([subcommand, "--no-such-flag"])
+            .output()
+            .expect("run");
+        let said = text(&out);
+        assert!(
+            said.contains(&format!("Usage: {program} {subcommand}")) && !said.contains("e2e-"),
+            "{said}"
+        );
+    }
+}

@@ -39,11 +39,80 @@ fn sweep(coordinator: &CoordinatorProc) -> String {
     sweep_id_of(&out)
 }
 
-/// The PNG's pixel size from its IHDR chunk.
-fn png_size(bytes: &[u8]) -> (u32, u32) {
+/// The pixels of an 8-bit RGB or RGBA PNG without interlacing (what
+/// Chromium's `--screenshot` writes), as RGB triples.
+fn png_pixels(bytes: &[u8]) -> Vec<[u8; 3]> {
+    use std::io::Read as _;
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
-    let be = |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
-    (be(16), be(20))
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+    let (mut width, mut channels, mut idat) = (0, 0, Vec::new());
+    let mut at = 8;
+    while at + 8 <= bytes.len() {
+        let len = be(&bytes[at..]);
+        let (kind, data) = (&bytes[at + 4..at + 8], &bytes[at + 8..at + 8 + len]);
+        match kind {
+            b"IHDR" => {
+                width = be(data);
+                let (depth, colour, interlace) = (data[8], data[9], data[12]);
+                assert!(depth == 8 && interlace == 0, "IHDR {data:?}");
+                channels = match colour {
+                    2 => 3,
+                    6 => 4,
+                    other => panic!("PNG colour type {other}"),
+                };
+            }
+            b"IDAT" => idat.extend_from_slice(data),
+            _ => {}
+        }
+        at += 12 + len;
+    }
+    let mut raw = Vec::new();
+    flate2::read::ZlibDecoder::new(&idat[..])
+        .read_to_end(&mut raw)
+        .expect("inflate");
+    // Undo the per-row filters (PNG spec, section 9).
+    let stride = width * channels;
+    let mut prev = vec![0u8; stride];
+    let mut pixels = Vec::with_capacity(raw.len() / channels);
+    for row in raw.chunks_exact(stride + 1) {
+        let mut line = row[1..].to_vec();
+        for i in 0..stride {
+            let a = if i >= channels { line[i - channels] } else { 0 };
+            let (b, c) = (prev[i], if i >= channels { prev[i - channels] } else { 0 });
+            let predicted = match row[0] {
+                0 => 0,
+                1 => a,
+                2 => b,
+                3 => ((u16::from(a) + u16::from(b)) / 2) as u8,
+                4 => {
+                    let p = i16::from(a) + i16::from(b) - i16::from(c);
+                    let (pa, pb, pc) = (
+                        (p - i16::from(a)).abs(),
+                        (p - i16::from(b)).abs(),
+                        (p - i16::from(c)).abs(),
+                    );
+                    if pa <= pb && pa <= pc {
+                        a
+                    } else if pb <= pc {
+                        b
+                    } else {
+                        c
+                    }
+                }
+                other => panic!("PNG filter {other}"),
+            };
+            line[i] = line[i].wrapping_add(predicted);
+        }
+        pixels.extend(line.chunks_exact(channels).map(|p| [p[0], p[1], p[2]]));
+        prev = line;
+    }
+    pixels
+}
+
+/// `#RRGGBB` as bytes.
+fn rgb(hex: &str) -> [u8; 3] {
+    let v = u32::from_str_radix(hex.trim_start_matches('#'), 16).expect("hex colour");
+    [(v >> 16) as u8, (v >> 8) as u8, v as u8]
 }
 
 fn chromium() -> Option<&'static str> {
@@ -221,13 +290,27 @@ fn the_fleet_report_groups_generations_flags_the_slow_host_charts_and_tracks_his
                 text(&status)
             );
             let bytes = std::fs::read(&png).expect("screenshot written");
-            assert_eq!(png_size(&bytes), (1280, 2400));
-            // A blank page of this size compresses to a few kB; charts and tables do not.
-            assert!(
-                bytes.len() > 40_000,
-                "the screenshot looks empty ({} bytes)",
-                bytes.len()
-            );
+            // The charts are drawn: each of the three hardware groups' series
+            // colours (the first three of the palette, in the group order
+            // above) covers a visible area of the rendered page, not just
+            // appears in the HTML source.
+            let pixels = png_pixels(&bytes);
+            for (group, colour) in ["H100-SXM", "A100-80GB", "T4"]
+                .iter()
+                .zip(["#0072B2", "#E69F00", "#009E73"])
+            {
+                assert!(
+                    html.contains(colour),
+                    "fleet.html does not use {colour} for {group}"
+                );
+                let want = rgb(colour);
+                let near = |p: &[u8; 3]| p.iter().zip(want).all(|(a, b)| a.abs_diff(b) <= 3);
+                let n = pixels.iter().filter(|p| near(p)).count();
+                assert!(
+                    n >= 200,
+                    "{group}'s colour {colour} covers {n} pixels of the screenshot: its chart marks were not drawn"
+                );
+            }
             if let Ok(keep) = std::env::var("FLEETBENCH_KEEP_SCREENSHOT") {
                 let _ = std::fs::copy(&png, keep);
             }

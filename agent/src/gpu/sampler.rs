@@ -16,7 +16,7 @@ use fleetbench_common::EnergyMethod;
 
 use crate::probe::{GpuProbe, GpuSample};
 
-/// 25 ms: inside the 20 to 50 ms the issue asks for; NVML refreshes power
+/// 25 ms: inside the 20 to 50 ms sampling target; NVML refreshes power
 /// about every 20 to 100 ms depending on the card, so sampling faster only
 /// repeats values, and slower would miss short throttling episodes.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(25);

@@ -12,15 +12,46 @@ use super::weights::Checkpoint;
 pub(crate) struct Linear {
     wt: Tensor,
     b: Tensor,
+    /// The bias as a (1, out) row, for [`BiasAdd::ExpandByMatmul`].
+    b_row: Tensor,
+}
+
+/// How a broadcast operand (a bias row, the attention mask) is added.
+///
+/// candle's CUDA kernel for an addition with a broadcast operand computes
+/// every element's source index with a division and a remainder per
+/// dimension, read from global memory (candle-kernels 0.11,
+/// `binary_op_macros.cuh`). On an H200 the bias and mask additions took 55%
+/// of a bf16 batch-128 pass (`fleetbench-agent profile`, bench/RESULTS.md).
+/// On CUDA the operand is therefore expanded first by a matrix product with
+/// K = 1 (ones x row: exact, at memory speed in cuBLAS) and the addition takes
+/// the kernel's contiguous path; the result is bit for bit the same. On the
+/// CPU candle's broadcast loop is already fast and an extra pass would cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BiasAdd {
+    Broadcast,
+    ExpandByMatmul,
+}
+
+impl BiasAdd {
+    pub(crate) fn for_device(device: &Device) -> BiasAdd {
+        if device.is_cuda() {
+            BiasAdd::ExpandByMatmul
+        } else {
+            BiasAdd::Broadcast
+        }
+    }
 }
 
 impl Linear {
     /// From Hugging Face `weight` [out, in] and `bias` [out] (any float dtype on the CPU).
     fn from_parts(w: &Tensor, b: &Tensor, dtype: DType, device: &Device) -> Result<Self> {
         let wt = w.to_dtype(DType::F32)?.t()?.contiguous()?;
+        let b = b.to_dtype(dtype)?.to_device(device)?;
         Ok(Linear {
             wt: wt.to_dtype(dtype)?.to_device(device)?,
-            b: b.to_dtype(dtype)?.to_device(device)?,
+            b_row: b.unsqueeze(0)?,
+            b,
         })
     }
 
@@ -41,6 +72,43 @@ impl Linear {
     /// `x` is (rows, in).
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         x.matmul(&self.wt)?.broadcast_add(&self.b)
+    }
+
+    /// The same, with the bias added the `ones` way when given (a (rows, 1)
+    /// column of ones: [`BiasAdd::ExpandByMatmul`]), and a lap after the
+    /// product and after the bias.
+    fn forward_laps(
+        &self,
+        x: &Tensor,
+        ones: Option<&Tensor>,
+        laps: &mut dyn Laps,
+        name: &'static str,
+    ) -> Result<Tensor> {
+        let y = x.matmul(&self.wt)?;
+        laps.lap(name, "matmul")?;
+        let y = match ones {
+            Some(ones) => (y + ones.matmul(&self.b_row)?)?,
+            None => y.broadcast_add(&self.b)?,
+        };
+        laps.lap(name, "bias")?;
+        Ok(y)
+    }
+}
+
+/// Where a forward pass spends its time (`fleetbench-agent profile`): each
+/// step of the pass calls `lap`, which a profiler answers by synchronising
+/// the device and charging the time since the previous lap to that step.
+pub trait Laps {
+    fn lap(&mut self, part: &'static str, step: &'static str) -> Result<()>;
+}
+
+/// No profiling: the timed sweep's forward pass.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoLaps;
+
+impl Laps for NoLaps {
+    fn lap(&mut self, _: &'static str, _: &'static str) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -168,7 +236,23 @@ impl FleetbenchModel {
 
     /// `ids` and `mask` are (b, s) u32 with mask 1 for real tokens; returns
     /// ([CLS] hidden (b, d), logits (b, labels)), both f32.
-    pub(crate) fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<(Tensor, Tensor)> {
+    /// `laps` hears of each step (`NoLaps` in a sweep).
+    pub(crate) fn forward_laps(
+        &self,
+        ids: &Tensor,
+        mask: &Tensor,
+        laps: &mut dyn Laps,
+    ) -> Result<(Tensor, Tensor)> {
+        self.forward_with(ids, mask, laps, BiasAdd::for_device(ids.device()))
+    }
+
+    pub(crate) fn forward_with(
+        &self,
+        ids: &Tensor,
+        mask: &Tensor,
+        laps: &mut dyn Laps,
+        bias_add: BiasAdd,
+    ) -> Result<(Tensor, Tensor)> {
         let (b, s) = ids.dims2()?;
         let (d, h) = (self.dim, self.heads);
         let dh = d / h;
@@ -179,6 +263,7 @@ impl FleetbenchModel {
             .reshape((b, s, d))?
             .broadcast_add(&self.pos.narrow(0, 0, s)?)?;
         let mut x = self.emb_norm.forward(&x.reshape((rows, d))?)?;
+        laps.lap("embeddings", "lookup+norm")?;
 
         // Additive mask, built once: 0 where attended, the dtype's most
         // negative finite value where padded. HF masked_fills with
@@ -189,36 +274,68 @@ impl FleetbenchModel {
         let bias = mask
             .to_dtype(DType::F32)?
             .affine(-neg, neg)?
-            .reshape((b, 1, 1, s))?
             .to_dtype(self.dtype)?;
+        let device = ids.device();
+        let (bias, ones) = match bias_add {
+            BiasAdd::Broadcast => (bias.reshape((b, 1, 1, s))?, None),
+            // (b, h·s, 1) x (b, 1, s) = (b, h, s, s): the mask of every head
+            // and query row, built once and used by all layers.
+            BiasAdd::ExpandByMatmul => (
+                Tensor::ones((b, h * s, 1), self.dtype, device)?
+                    .matmul(&bias.reshape((b, 1, s))?)?
+                    .reshape((b, h, s, s))?,
+                Some(Tensor::ones((rows, 1), self.dtype, device)?),
+            ),
+        };
+        let ones = ones.as_ref();
+        laps.lap("embeddings", "mask")?;
 
         for blk in &self.blocks {
-            let qkv = blk.qkv.forward(&x)?;
+            let qkv = blk.qkv.forward_laps(&x, ones, laps, "qkv")?;
             // (b, s, 3, h, dh) → (3, b, h, s, dh): one copy gives contiguous q, k and v.
             let qkv = qkv
                 .reshape((b, s, 3, h, dh))?
                 .permute((2, 0, 3, 1, 4))?
                 .contiguous()?;
+            laps.lap("qkv", "split heads (copy)")?;
             let q = qkv.get(0)?;
             let k = qkv.get(1)?;
             let v = qkv.get(2)?;
-            let scores = q.matmul(&k.t()?)?.broadcast_add(&bias)?;
+            let scores = q.matmul(&k.t()?)?;
+            laps.lap("attention", "q.kT matmul")?;
+            let scores = match bias_add {
+                BiasAdd::Broadcast => scores.broadcast_add(&bias)?,
+                BiasAdd::ExpandByMatmul => (scores + &bias)?,
+            };
+            laps.lap("attention", "mask add")?;
             let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((rows, d))?;
-            let attn = blk.out.forward(&ctx)?;
-            x = blk.sa_norm.forward(&(attn + &x)?)?;
+            laps.lap("attention", "softmax")?;
+            let ctx = probs.matmul(&v)?;
+            laps.lap("attention", "probs.v matmul")?;
+            let ctx = ctx.transpose(1, 2)?.reshape((rows, d))?;
+            laps.lap("attention", "merge heads (copy)")?;
+            let attn = blk.out.forward_laps(&ctx, ones, laps, "attention out")?;
+            let sum = (attn + &x)?;
+            laps.lap("attention out", "residual add")?;
+            x = blk.sa_norm.forward(&sum)?;
+            laps.lap("attention out", "layer norm")?;
 
-            let f = blk.lin1.forward(&x)?;
+            let f = blk.lin1.forward_laps(&x, ones, laps, "ffn lin1")?;
             let f = match self.activation {
                 Activation::Gelu => f.gelu_erf()?,
                 Activation::Relu => f.relu()?,
             };
-            let f = blk.lin2.forward(&f)?;
-            x = blk.out_norm.forward(&(f + &x)?)?;
+            laps.lap("ffn lin1", "activation")?;
+            let f = blk.lin2.forward_laps(&f, ones, laps, "ffn lin2")?;
+            let sum = (f + &x)?;
+            laps.lap("ffn lin2", "residual add")?;
+            x = blk.out_norm.forward(&sum)?;
+            laps.lap("ffn lin2", "layer norm")?;
         }
 
         let hidden = x.reshape((b, s, d))?;
         let (cls, logits) = self.head.forward(&hidden)?;
+        laps.lap("classifier", "head")?;
         Ok((cls.to_dtype(DType::F32)?, logits.to_dtype(DType::F32)?))
     }
 }
@@ -240,4 +357,55 @@ pub(crate) fn get<'a>(ck: &'a Checkpoint, name: &str) -> Result<&'a Tensor> {
 
 fn to(t: &Tensor, dtype: DType, device: &Device) -> Result<Tensor> {
     t.to_dtype(dtype)?.to_device(device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Backend, LoadedModel, ModelRequest};
+    use fleetbench_common::{Precision, WeightsChoice};
+
+    /// The CUDA way of adding biases and the mask (expanded by a K = 1
+    /// product, then a plain addition) must give the very same numbers as
+    /// candle's broadcast addition: checked here on the CPU, where both run.
+    #[test]
+    fn expanding_bias_and_mask_by_matmul_is_bit_identical_to_broadcasting() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../testdata/tiny-distilbert-sst2");
+        for dtype in [Precision::F32, Precision::Bf16] {
+            let request = ModelRequest {
+                weights: WeightsChoice::Hub,
+                dtype,
+                ..ModelRequest::new(dir.display().to_string())
+            };
+            let model = LoadedModel::load(&request, &Device::Cpu).expect("fixture loads");
+            let Backend::Fleetbench(engine) = &model.backend else {
+                panic!("the default engine is fleetbench's");
+            };
+            // Padded rows, so the mask matters.
+            let batch = model
+                .encode(&["a fine film", "a dull, long and tiresome one"], 16)
+                .expect("encode");
+            let ids = batch.input_ids.to_dtype(DType::U32).expect("ids");
+            let mask = batch.attention_mask.to_dtype(DType::U32).expect("mask");
+            let run = |how| {
+                let (cls, logits) = engine
+                    .forward_with(&ids, &mask, &mut NoLaps, how)
+                    .expect("forward");
+                (
+                    cls.flatten_all()
+                        .and_then(|t| t.to_vec1::<f32>())
+                        .expect("cls"),
+                    logits
+                        .flatten_all()
+                        .and_then(|t| t.to_vec1::<f32>())
+                        .expect("logits"),
+                )
+            };
+            let broadcast = run(BiasAdd::Broadcast);
+            let expanded = run(BiasAdd::ExpandByMatmul);
+            assert_eq!(broadcast, expanded, "{dtype}");
+            assert!(broadcast.1.iter().all(|v| v.is_finite()));
+        }
+    }
 }

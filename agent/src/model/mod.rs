@@ -6,7 +6,7 @@
 //! output and in reports where a stack of causes would be noise.
 
 mod config;
-mod engine;
+pub mod engine;
 mod hub;
 mod stock;
 mod tokenizer;
@@ -408,6 +408,16 @@ impl LoadedModel {
 
     /// Runs the model on an encoded batch.
     pub fn forward(&self, batch: &EncodedBatch) -> Result<ModelOutput, ModelError> {
+        self.forward_laps(batch, &mut engine::NoLaps)
+    }
+
+    /// [`forward`](Self::forward), reporting each step to `laps`
+    /// (`fleetbench-agent profile`).
+    pub fn forward_laps(
+        &self,
+        batch: &EncodedBatch,
+        laps: &mut dyn engine::Laps,
+    ) -> Result<ModelOutput, ModelError> {
         let bad = |reason: String| ModelError::BadBatch { reason };
         let (b, s) = batch.input_ids.dims2().map_err(|_| {
             bad(format!(
@@ -427,12 +437,17 @@ impl LoadedModel {
         }
         self.check_seq_len(s)?;
         let prep = |t: &Tensor| t.to_device(&self.device)?.to_dtype(DType::U32);
-        let run = || -> candle_core::Result<(Tensor, Tensor)> {
+        let mut run = || -> candle_core::Result<(Tensor, Tensor)> {
             let ids = prep(&batch.input_ids)?;
             let mask = prep(&batch.attention_mask)?;
+            laps.lap("inputs", "copy to device")?;
             match &self.backend {
-                Backend::Fleetbench(m) => m.forward(&ids, &mask),
-                Backend::Stock(m) => m.forward(&ids, &mask),
+                Backend::Fleetbench(m) => m.forward_laps(&ids, &mask, laps),
+                Backend::Stock(m) => {
+                    let out = m.forward(&ids, &mask)?;
+                    laps.lap("candle-transformers", "whole forward")?;
+                    Ok(out)
+                }
             }
         };
         let (cls_hidden, logits) = run().map_err(|e| {

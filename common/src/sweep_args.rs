@@ -1,9 +1,9 @@
 //! The sweep settings as command-line arguments, shared by
 //! `fleetbench-agent bench` and `fleetbench sweep` so both take the same flags.
 
+use crate::spec::{BatchSizeList, DEFAULT_MODEL};
+use crate::{DeviceSelector, Engine, Precision, SweepSpec, WeightsChoice};
 use clap::Args;
-use fleetbench_common::spec::{BatchSizeList, DEFAULT_MODEL};
-use fleetbench_common::{DeviceSelector, Engine, Precision, SweepSpec, WeightsChoice};
 
 #[derive(Args, Debug, Clone)]
 pub struct SweepArgs {
@@ -39,7 +39,7 @@ pub struct SweepArgs {
     /// On a GPU, every batch size is timed for at least this many seconds
     /// (NVML's power and energy readings need it; a warm-up of 1 or more is
     /// also required there).
-    #[arg(long, default_value_t = fleetbench_common::spec::DEFAULT_GPU_MIN_SECONDS)]
+    #[arg(long, default_value_t = crate::spec::DEFAULT_GPU_MIN_SECONDS)]
     pub gpu_min_seconds: f64,
 }
 

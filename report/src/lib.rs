@@ -1,9 +1,22 @@
+//! fleetbench-report: what is made of results for people. Insights (the
+//! seed report's figures and wording), sweep comparison (Welch's t-test),
+//! and the exporters (Markdown, HTML with inline SVG, JSON, CSV) of the
+//! per-machine and fleet reports, with the one function that writes them.
+//! The seed report is `testdata/seed/distilbert-benchmark-report.md`.
+//!
+//! It sits above `fleetbench-common`'s core types (spec, results,
+//! statistics), so a change to a chart never rebuilds what every crate needs.
+//!
 //! Reports: one exporter per format behind the [`Exporter`] trait, used for
 //! both the per-machine report and the fleet report so that the two share
 //! their tables and wording.
 
+pub mod compare;
+pub mod insights;
+
 mod csv;
 mod fleet;
+mod format;
 mod html;
 mod json;
 mod markdown;
@@ -24,7 +37,7 @@ pub use html::HtmlExporter;
 pub use json::JsonExporter;
 pub use markdown::MarkdownExporter;
 
-use crate::result::MachineReport;
+use fleetbench_common::result::MachineReport;
 
 #[derive(Debug, Error)]
 pub enum ReportError {

@@ -3,7 +3,7 @@
 
 use super::{Exporter, FleetReport, ReportError};
 use crate::insights::MB;
-use crate::result::MachineReport;
+use fleetbench_common::result::MachineReport;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CsvExporter;

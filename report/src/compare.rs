@@ -31,7 +31,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::result::{PointResult, PointStats};
+use fleetbench_common::result::{PointResult, PointStats};
 
 /// A change counts only when Welch's test gives a p-value below this.
 pub const SIGNIFICANCE: f64 = 0.01;
@@ -644,8 +644,8 @@ pub fn ln_gamma(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::result::PointOutcome;
-    use crate::stats::LatencySummary;
+    use fleetbench_common::result::PointOutcome;
+    use fleetbench_common::stats::LatencySummary;
 
     fn close(actual: f64, expected: f64, tol: f64) {
         assert!(

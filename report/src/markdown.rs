@@ -1,42 +1,17 @@
-//! Markdown: the seed report's sections in the seed's order, then more.
+//! Markdown: the seed report's sections in the seed's order, then more
+//! (the seed: `testdata/seed/distilbert-benchmark-report.md`).
 
 use std::fmt::Write as _;
 
+use super::format::{opt_f, thousands};
 use super::tables;
 use super::{Exporter, FleetReport, ReportError};
 use crate::insights::{Insights, MB};
-use crate::result::{DeviceKind, MachineReport};
-use crate::spec::join_batch_sizes;
+use fleetbench_common::result::{DeviceKind, MachineReport};
+use fleetbench_common::spec::join_batch_sizes;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MarkdownExporter;
-
-/// How the GPU window table's figures were taken, said once under its title.
-pub(crate) const GPU_WINDOW_NOTE: &str = "Sampled by a background thread every 25 ms while the timed iterations ran. Pool peak: the most the agent's CUDA memory pool held (its high-water mark, reset at each batch size). Process: NVML's figure for the agent (absent inside containers whose PIDs NVML does not show). Device used: the whole GPU, other processes included. Power is energy over the window's wall time.";
-
-pub(crate) fn opt_mb(bytes: Option<u64>) -> String {
-    bytes
-        .map(|b| format!("{:.2}", b as f64 / MB))
-        .unwrap_or_else(|| "-".to_string())
-}
-
-pub(crate) fn opt_f(v: Option<f64>, prec: usize) -> String {
-    v.map(|v| format!("{v:.prec$}"))
-        .unwrap_or_else(|| "-".to_string())
-}
-
-/// 53,264,538 for 53264538.4.
-pub(crate) fn thousands(v: f64) -> String {
-    let digits = format!("{:.0}", v.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
 
 impl Exporter for MarkdownExporter {
     fn extension(&self) -> &'static str {
@@ -163,7 +138,7 @@ impl Exporter for MarkdownExporter {
         o.push_str(&tables::machine_distribution(r).render());
         if let Some(gpu) = tables::machine_gpu_window(r) {
             let _ = writeln!(o, "\n### GPU During the Timed Window\n");
-            let _ = writeln!(o, "{GPU_WINDOW_NOTE}\n");
+            let _ = writeln!(o, "{}\n", tables::GPU_WINDOW_NOTE);
             o.push_str(&gpu.render());
         }
         let failed: Vec<_> = r
@@ -350,7 +325,7 @@ fn fleet_outliers(o: &mut String, f: &FleetReport) {
         let _ = writeln!(
             o,
             "- None: every host is within {:.0}% of its group's median best throughput, with stable measurements\n",
-            crate::report::fleet::OUTLIER_SHORTFALL * 100.0
+            crate::fleet::OUTLIER_SHORTFALL * 100.0
         );
         return;
     }

@@ -8,13 +8,13 @@
 use std::fmt::Write as _;
 
 use super::fleet::HardwareGroup;
-use super::markdown::thousands;
+use super::format::{opt_f, thousands};
 use super::svg::{Bar, BarChart, LineChart, NEUTRAL, Series, escape, palette};
 use super::tables;
 use super::{Exporter, FleetReport, ReportError};
 use crate::insights::{Insights, MB};
-use crate::result::{DeviceKind, MachineReport};
-use crate::spec::join_batch_sizes;
+use fleetbench_common::result::{DeviceKind, MachineReport};
+use fleetbench_common::spec::join_batch_sizes;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HtmlExporter;
@@ -47,12 +47,6 @@ svg.chart { max-width: 100%; height: auto; display: block; border: 1px solid #e3
 code { font-family: monospace; }
 @media print { main { max-width: none; } h2 { break-after: avoid; } figure, table { break-inside: avoid; } }
 ";
-
-fn opt_f(v: Option<f64>, prec: usize) -> String {
-    v.filter(|v| v.is_finite())
-        .map(|v| format!("{v:.prec$}"))
-        .unwrap_or_else(|| "-".to_string())
-}
 
 /// Escapes `s` and turns the Markdown `**bold**` of the insight wording into `<strong>`.
 fn rich(s: &str) -> String {
@@ -365,7 +359,7 @@ fn machine_metrics(o: &mut String, r: &MachineReport) {
 
     // The two charts: throughput, and latency with its tail.
     let sim = if r.simulated() { " (simulated)" } else { "" };
-    let measured: Vec<(f64, &crate::result::PointStats)> = r
+    let measured: Vec<(f64, &fleetbench_common::result::PointStats)> = r
         .points
         .iter()
         .filter_map(|p| p.stats().map(|s| (p.batch_size as f64, s)))
@@ -428,7 +422,7 @@ fn machine_metrics(o: &mut String, r: &MachineReport) {
     tables::machine_distribution(r).render_html(o);
     if let Some(gpu) = tables::machine_gpu_window(r) {
         let _ = writeln!(o, "<h3>GPU During the Timed Window</h3>");
-        let _ = writeln!(o, "<p>{}</p>", escape(super::markdown::GPU_WINDOW_NOTE));
+        let _ = writeln!(o, "<p>{}</p>", escape(tables::GPU_WINDOW_NOTE));
         gpu.render_html(o);
     }
     let failed: Vec<_> = r
@@ -702,14 +696,14 @@ fn fleet_outliers(o: &mut String, f: &FleetReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fleet::{CurvePoint, FailureRow, FleetHostRow, FleetTotals, Outlier};
     use crate::insights::BatchFigure;
-    use crate::report::fleet::{CurvePoint, FailureRow, FleetHostRow, FleetTotals, Outlier};
-    use crate::result::{
+    use fleetbench_common::result::{
         DeviceDescription, GpuInfo, HostInventory, ModelInfo, PointOutcome, PointResult,
         PointStats, RunEnvironment, WeightsSource,
     };
-    use crate::spec::{Engine, Precision, SweepSpec};
-    use crate::stats::LatencySummary;
+    use fleetbench_common::spec::{Engine, Precision, SweepSpec};
+    use fleetbench_common::stats::LatencySummary;
 
     fn row(host: &str, hardware: &str, best: f64, simulated: bool) -> FleetHostRow {
         FleetHostRow {
@@ -1006,12 +1000,12 @@ mod tests {
                 s.gpu_pool_peak_bytes = Some(3 << 30);
                 s.gpu_temperature_c = Some(71.0);
                 if measured == 0 {
-                    s.energy_method = Some(crate::result::EnergyMethod::CounterStalled);
+                    s.energy_method = Some(fleetbench_common::result::EnergyMethod::CounterStalled);
                     s.energy_joules = None;
                     s.avg_power_watts = None;
                     s.throttle_reasons = vec!["sw-thermal".into()];
                 } else {
-                    s.energy_method = Some(crate::result::EnergyMethod::Counter);
+                    s.energy_method = Some(fleetbench_common::result::EnergyMethod::Counter);
                 }
                 measured += 1;
             }
@@ -1022,7 +1016,7 @@ mod tests {
         assert!(page.contains("NVML energy counter"));
         assert!(page.contains("sw-thermal"));
         assert!(page.contains("3072.00"), "pool peak in MB");
-        let md = crate::report::markdown::MarkdownExporter
+        let md = crate::markdown::MarkdownExporter
             .machine(&r)
             .expect("markdown");
         let stalled_row = md

@@ -4,10 +4,10 @@
 use serde::Serialize;
 
 use super::{Exporter, FleetReport, ReportError};
-use crate::flops::{achieved_gflops, flops_per_sample};
 use crate::insights::Insights;
-use crate::result::MachineReport;
-use crate::stats::Stability;
+use fleetbench_common::flops::{achieved_gflops, flops_per_sample};
+use fleetbench_common::result::MachineReport;
+use fleetbench_common::stats::Stability;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct JsonExporter;
@@ -47,7 +47,7 @@ impl Exporter for JsonExporter {
                     stability: s.stability(r.spec.min_seconds),
                     p99_over_p50: s.latency.tail_ratio(),
                     gflops_per_second: achieved_gflops(r.model.dims(), p.seq_len, s.throughput),
-                    share_of_peak: crate::hardware::peak_share(
+                    share_of_peak: fleetbench_common::hardware::peak_share(
                         &r.device,
                         r.model.dtype,
                         achieved_gflops(r.model.dims(), p.seq_len, s.throughput),

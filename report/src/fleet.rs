@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::compare::SweepComparison;
-use crate::hardware::lookup_gpu_model;
 use crate::insights::{BatchFigure, Insights, MB};
-use crate::result::{DeviceKind, GpuInfo, MachineReport};
-use crate::spec::SweepSpec;
-use crate::stats::{NOISY_CV, percentile_sorted};
+use fleetbench_common::hardware::lookup_gpu_model;
+use fleetbench_common::result::{DeviceKind, GpuInfo, MachineReport};
+use fleetbench_common::spec::SweepSpec;
+use fleetbench_common::stats::{NOISY_CV, percentile_sorted};
 
 /// A host more than this far below its group's median best throughput is an outlier.
 pub const OUTLIER_SHORTFALL: f64 = 0.10;
@@ -166,14 +166,14 @@ impl PriceTable {
                     format!(
                         "prices line {}: expected GPU_MODEL,PRICE_PER_HOUR, got '{}'",
                         n + 1,
-                        crate::spec::one_line(line)
+                        fleetbench_common::spec::one_line(line)
                     )
                 })?;
                 let price: f64 = v.trim().parse().map_err(|_| {
                     format!(
                         "prices line {}: '{}' is not a number",
                         n + 1,
-                        crate::spec::one_line(v.trim())
+                        fleetbench_common::spec::one_line(v.trim())
                     )
                 })?;
                 t.insert(k.trim().to_string(), price);
@@ -184,7 +184,7 @@ impl PriceTable {
             if !(v.is_finite() && *v > 0.0) {
                 return Err(format!(
                     "price of {} must be a positive number of dollars per GPU-hour, got {v}",
-                    crate::spec::one_line(k)
+                    fleetbench_common::spec::one_line(k)
                 ));
             }
         }
@@ -389,12 +389,12 @@ fn machine_row(
     prices: Option<&PriceTable>,
 ) -> FleetHostRow {
     let ins = Insights::of_report(m);
-    let measured: Vec<(usize, &crate::result::PointStats)> = m
+    let measured: Vec<(usize, &fleetbench_common::result::PointStats)> = m
         .points
         .iter()
         .filter_map(|p| p.stats().map(|s| (p.batch_size, s)))
         .collect();
-    let max_mb = |f: fn(&crate::result::PointStats) -> Option<u64>| {
+    let max_mb = |f: fn(&fleetbench_common::result::PointStats) -> Option<u64>| {
         measured
             .iter()
             .filter_map(|(_, s)| f(s))
@@ -649,11 +649,11 @@ mod tests {
         );
     }
 
-    use crate::result::{
+    use fleetbench_common::result::{
         DeviceDescription, GpuInfo, HostInventory, ModelInfo, PointOutcome, PointResult, PointStats,
     };
-    use crate::spec::{Engine, Precision};
-    use crate::stats::LatencySummary;
+    use fleetbench_common::spec::{Engine, Precision};
+    use fleetbench_common::stats::LatencySummary;
 
     /// A GPU host whose points reach `throughputs` (batch, samples/s).
     fn machine(
@@ -715,7 +715,7 @@ mod tests {
             },
             model: ModelInfo {
                 name: "m".into(),
-                weights: crate::result::WeightsSource::Random { seed: 1 },
+                weights: fleetbench_common::result::WeightsSource::Random { seed: 1 },
                 hidden_size: 768,
                 layers: 6,
                 heads: 12,

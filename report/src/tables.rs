@@ -1,13 +1,11 @@
 //! The tables of the reports, built once and rendered by every format: the
 //! Markdown and HTML exporters show the same rows with the same wording.
 
+use super::FleetReport;
+use super::format::{opt_f, opt_mb, thousands};
 use super::table::Table;
-use super::{
-    FleetReport,
-    markdown::{opt_f, opt_mb, thousands},
-};
-use crate::flops::achieved_gflops;
-use crate::result::MachineReport;
+use fleetbench_common::flops::achieved_gflops;
+use fleetbench_common::result::MachineReport;
 
 pub(crate) fn machine_metrics(r: &MachineReport) -> Table {
     let mut t = Table::new(&[
@@ -79,7 +77,7 @@ pub(crate) fn machine_distribution(r: &MachineReport) -> Table {
                 format!("{:.2}", s.latency.tail_ratio()),
                 s.stability(r.spec.min_seconds).as_str().to_string(),
                 format!("{gflops:.1}"),
-                crate::hardware::peak_share(&r.device, r.model.dtype, gflops)
+                fleetbench_common::hardware::peak_share(&r.device, r.model.dtype, gflops)
                     .map(|x| format!("{:.1}%", x * 100.0))
                     .unwrap_or_else(|| "-".into()),
                 s.iterations.to_string(),
@@ -94,6 +92,9 @@ pub(crate) fn machine_distribution(r: &MachineReport) -> Table {
 
 /// What the GPU sensors saw during each point's timed window; `None` for a
 /// device without GPU figures (a CPU).
+/// How the GPU window table's figures were taken, said once under its title.
+pub(crate) const GPU_WINDOW_NOTE: &str = "Sampled by a background thread every 25 ms while the timed iterations ran. Pool peak: the most the agent's CUDA memory pool held (its high-water mark, reset at each batch size). Process: NVML's figure for the agent (absent inside containers whose PIDs NVML does not show). Device used: the whole GPU, other processes included. Power is energy over the window's wall time.";
+
 pub(crate) fn machine_gpu_window(r: &MachineReport) -> Option<Table> {
     let measured: Vec<_> = r
         .points

@@ -1,4 +1,5 @@
-//! Per-machine insights, with the seed report's definitions so that every
+//! Per-machine insights, with the definitions of the seed report
+//! (`testdata/seed/distilbert-benchmark-report.md`) so that every
 //! figure can be checked by hand from the metrics table:
 //!
 //! - best batch size for throughput: the largest samples/s;
@@ -16,7 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::result::{DeviceKind, MachineReport, PointResult};
+use fleetbench_common::result::{DeviceKind, MachineReport, PointResult};
 
 /// Mebibytes, the unit the seed calls "MB".
 pub const MB: f64 = 1024.0 * 1024.0;
@@ -320,13 +321,13 @@ fn bottlenecks(
     }
     let unstable: Vec<String> = pts
         .iter()
-        .filter(|p| p.cv > crate::stats::NOISY_CV)
+        .filter(|p| p.cv > fleetbench_common::stats::NOISY_CV)
         .map(|p| p.batch_size.to_string())
         .collect();
     if !unstable.is_empty() {
         out.push(format!(
             "Unstable measurements (coefficient of variation above {:.0}%) at batch size {}: the device was shared or its clocks moved",
-            crate::stats::NOISY_CV * 100.0,
+            fleetbench_common::stats::NOISY_CV * 100.0,
             unstable.join(", ")
         ));
     }
@@ -392,7 +393,7 @@ fn recommendations(ins: &Insights, failed: &[(usize, &str)], kind: DeviceKind) -
 mod tests {
     use super::*;
 
-    /// The seed report's Key Performance Metrics table.
+    /// The Key Performance Metrics table of testdata/seed/distilbert-benchmark-report.md.
     fn seed_table() -> Vec<InsightPoint> {
         vec![
             InsightPoint::seed_row(8, 15.56, 514.72, 1601.66, Some(746.88)),

@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
+use crate::security::ClientTls;
 use clap::Args;
-use fleetbench_proto::security::ClientTls;
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct ClientTlsArgs {

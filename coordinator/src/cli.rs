@@ -1,0 +1,546 @@
+//! The `fleetbench` program: the coordinator server and the operator's
+//! commands, their arguments and one function per command.
+//!
+//! It lives in the library, not in `main.rs`, so that one program can be
+//! linked into more than one binary: the shipped `fleetbench`, and the
+//! end-to-end test package's own copy, which Cargo builds before those tests
+//! run (`tests/src/bin/`); both are one line calling [`main`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[cfg(feature = "demo")]
+use crate::demo::{DemoOptions, run_demo};
+use crate::operator::{self, ControlTarget, SweepRequest};
+use crate::security::{ServerSecurity, ServerTlsFiles};
+use crate::sweeps::{Coordinator, CoordinatorConfig, Limits};
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use fleetbench_common::WeightsChoice;
+use fleetbench_common::spec::DEFAULT_MODEL;
+use fleetbench_common::sweep_args::SweepArgs;
+use fleetbench_proto::security::Token;
+use fleetbench_proto::tls_args::ClientTlsArgs;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "fleetbench",
+    // Fixed rather than taken from argv[0], so that usage and errors say
+    // `fleetbench` from the end-to-end tests' copy too.
+    bin_name = "fleetbench",
+    version,
+    about = "Benchmark transformer inference across a fleet of GPU hosts"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+struct Remote {
+    /// The coordinator's URL (https:// when it serves TLS).
+    #[arg(
+        long,
+        env = "FLEETBENCH_COORDINATOR",
+        default_value = "http://127.0.0.1:7070",
+        global = true
+    )]
+    coordinator: String,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
+    /// File holding the operator token (or set FLEETBENCH_OPERATOR_TOKEN to the token).
+    #[arg(long, value_name = "FILE", global = true)]
+    operator_token_file: Option<PathBuf>,
+}
+
+impl Remote {
+    fn target(&self) -> anyhow::Result<ControlTarget> {
+        Ok(ControlTarget {
+            url: self.coordinator.clone(),
+            tls: self.tls.client_tls(),
+            token: Token::load(
+                self.operator_token_file.as_deref(),
+                "FLEETBENCH_OPERATOR_TOKEN",
+            )?,
+        })
+    }
+}
+
+/// `fleetbench serve`'s arguments.
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on (loopback by default; port 0 picks a free one).
+    /// Beyond loopback it needs TLS or --insecure.
+    #[arg(long, env = "FLEETBENCH_LISTEN", default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Directory for the store (fleetbench.db) and reports.
+    #[arg(long, env = "FLEETBENCH_DATA", default_value = "fleetbench-data")]
+    data: PathBuf,
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 0.0.0.0:9464).
+    #[arg(long, env = "FLEETBENCH_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// The coordinator's TLS certificate chain (PEM); with --tls-key, serves TLS.
+    #[arg(
+        long,
+        env = "FLEETBENCH_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(
+        long,
+        env = "FLEETBENCH_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (mutual TLS).
+    #[arg(
+        long,
+        env = "FLEETBENCH_CLIENT_CA",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    client_ca: Option<PathBuf>,
+    /// File holding the token agents must present (or set FLEETBENCH_AGENT_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    agent_token_file: Option<PathBuf>,
+    /// File holding the token operators must present (or set FLEETBENCH_OPERATOR_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    operator_token_file: Option<PathBuf>,
+    /// Allow listening beyond loopback without TLS (a network you trust).
+    #[arg(long)]
+    insecure: bool,
+    /// Most agent sessions held at once; more are refused until some leave.
+    #[arg(long, env = "FLEETBENCH_MAX_AGENTS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_agents: u64,
+    /// Largest gRPC message accepted, in bytes.
+    #[arg(long, default_value_t = 4 << 20, value_parser = clap::value_parser!(u64).range(1024..=(256 << 20)))]
+    max_message_bytes: u64,
+    /// Most results stored per sweep (all hosts); more are refused with a reason.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_results_per_sweep: u64,
+    /// Most results stored per host in one sweep; more are refused with a reason.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_results_per_host: u64,
+    /// Seconds between agent heartbeats.
+    #[arg(long, default_value_t = 5.0)]
+    heartbeat_interval: f64,
+    /// Seconds a host may take for a sweep unless the sweep says otherwise.
+    #[arg(long, default_value_t = 3600)]
+    default_deadline: u64,
+    /// Prices per GPU-hour for cost efficiency in fleet reports: JSON
+    /// ({"H100-SXM": 3.5}) or lines of GPU_MODEL,PRICE.
+    #[arg(long, value_name = "FILE")]
+    prices: Option<PathBuf>,
+    #[arg(long, hide = true, default_value_t = fleetbench_proto::PROTOCOL_VERSION)]
+    protocol_version: u32,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the coordinator.
+    Serve(ServeArgs),
+    /// The one-command local fleet: coordinator, store and one agent in this process, one sweep, reports.
+    Demo {
+        #[arg(long, default_value = "fleetbench-data")]
+        data: PathBuf,
+        #[arg(long, default_value = DEFAULT_MODEL)]
+        model: String,
+        #[arg(long, default_value = "auto")]
+        weights: WeightsChoice,
+        /// The short CPU sweep even where a GPU exists.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// List the fleet's agents, connected and lost, with their GPUs.
+    Agents {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Start a sweep on the fleet (every connected agent unless --hosts or --gpu-model narrow it).
+    Sweep {
+        #[command(flatten)]
+        remote: Remote,
+        /// Only these agents (comma-separated names).
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<String>,
+        /// Only agents with a GPU whose name contains this text.
+        #[arg(long)]
+        gpu_model: Option<String>,
+        /// Seconds each host has before it is marked failed (0: the coordinator's default).
+        #[arg(long, default_value_t = 0)]
+        deadline: u32,
+        /// Hardware model the fleet report's speed-ups are relative to (default: the slowest group).
+        #[arg(long, value_name = "GPU_MODEL")]
+        baseline: Option<String>,
+        /// Follow the sweep until it ends; exit non-zero if any host failed.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        sweep: SweepArgs,
+    },
+    /// List sweeps, newest first.
+    Sweeps {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show a sweep with every host and result.
+    Show {
+        #[command(flatten)]
+        remote: Remote,
+        sweep_id: String,
+    },
+    /// Compare two sweeps host by host; exit 1 when a point regressed beyond noise.
+    Compare {
+        #[command(flatten)]
+        remote: Remote,
+        /// The earlier sweep.
+        before: String,
+        /// The later sweep.
+        after: String,
+    },
+    /// Cancel a running sweep.
+    Cancel {
+        #[command(flatten)]
+        remote: Remote,
+        sweep_id: String,
+    },
+    /// Ask the coordinator's gRPC health service; exit 0 when it is serving.
+    Health {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Make a test CA, certificates for coordinator, agent and operator, and
+    /// both tokens in DIR, to try mutual TLS (not for production keys).
+    DevCerts {
+        dir: PathBuf,
+        /// Another name or IP address the coordinator's certificate is valid for.
+        #[arg(long = "san", value_name = "NAME")]
+        sans: Vec<String>,
+    },
+}
+
+/// Parses the command line, runs the command, and turns an error into one
+/// line on stderr and exit status 2.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// One function per command; each returns the exit status it asks for
+/// (1 for "ran, and the answer is bad": a failed sweep, a regression, a
+/// coordinator that is not serving).
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Demo {
+            data,
+            model,
+            weights,
+            quick,
+        } => demo(data, model, weights, quick).await,
+        Command::Agents { remote } => {
+            print!("{}", operator::agents(&remote.target()?).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sweep {
+            remote,
+            hosts,
+            gpu_model,
+            deadline,
+            baseline,
+            wait,
+            sweep,
+        } => {
+            let spec = sweep.spec();
+            spec.validate()?;
+            let req = SweepRequest {
+                spec,
+                hosts,
+                gpu_model,
+                deadline_seconds: deadline,
+                baseline,
+            };
+            start_sweep(&remote.target()?, &req, wait).await
+        }
+        Command::Sweeps { remote } => {
+            print!("{}", operator::sweeps(&remote.target()?).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Show { remote, sweep_id } => {
+            print!("{}", operator::show(&remote.target()?, &sweep_id).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Compare {
+            remote,
+            before,
+            after,
+        } => {
+            let comparison = operator::compare(&remote.target()?, &before, &after).await?;
+            print!("{}", comparison.render_text());
+            Ok(failure_if(comparison.regressions() > 0))
+        }
+        Command::Cancel { remote, sweep_id } => {
+            print!("{}", operator::cancel(&remote.target()?, &sweep_id).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Health { remote } => {
+            let status = operator::health(&remote.target()?).await?;
+            println!("{status}");
+            Ok(failure_if(status != "SERVING"))
+        }
+        Command::DevCerts { dir, sans } => dev_certs(&dir, &sans),
+    }
+}
+
+/// Exit status 1 when `bad`: the command ran, and its answer is "no".
+fn failure_if(bad: bool) -> ExitCode {
+    if bad {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `serve`: checks every setting before the store opens, then serves gRPC
+/// (and metrics) until SIGINT or SIGTERM.
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let (listen, data, metrics_listen) = (args.listen, args.data.clone(), args.metrics_listen);
+    let (security, config) = serve_settings(args)?;
+    let coordinator = Coordinator::open(config)
+        .with_context(|| format!("cannot open the store in {}", data.display()))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let metrics_listener = match metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on --metrics-listen {addr}"))?,
+        ),
+        None => None,
+    };
+    // The first line on stdout is the address, so scripts (and tests)
+    // can use port 0 and learn the port; the metrics address follows.
+    println!("listening on {}", listener.local_addr()?);
+    if let Some(m) = &metrics_listener {
+        println!("metrics on http://{}/metrics", m.local_addr()?);
+    }
+    tracing::info!(security = %security.describe(), "coordinator ready");
+    // One signal stops both listeners.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let metrics = metrics_listener.map(|l| {
+        tokio::spawn(crate::metrics::serve(
+            coordinator.clone(),
+            l,
+            stopped(stop_rx.clone()),
+        ))
+    });
+    crate::server::serve(coordinator, listener, &security, stopped(stop_rx))
+        .await
+        .map_err(|e| anyhow::anyhow!("server error: {e}"))?;
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
+    tracing::info!("coordinator stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `serve`'s arguments checked and turned into the security settings and the
+/// coordinator's configuration. Certificates, tokens and prices are read
+/// here, so a bad file fails before the store opens.
+fn serve_settings(args: ServeArgs) -> anyhow::Result<(ServerSecurity, CoordinatorConfig)> {
+    let ServeArgs {
+        listen,
+        data,
+        metrics_listen: _,
+        tls_cert,
+        tls_key,
+        client_ca,
+        agent_token_file,
+        operator_token_file,
+        insecure,
+        max_agents,
+        max_message_bytes,
+        max_results_per_sweep,
+        max_results_per_host,
+        heartbeat_interval,
+        default_deadline,
+        prices,
+        protocol_version,
+    } = args;
+    let security = ServerSecurity {
+        tls: tls_cert.zip(tls_key).map(|(cert, key)| ServerTlsFiles {
+            cert,
+            key,
+            client_ca,
+        }),
+        agent_token: Token::load(agent_token_file.as_deref(), "FLEETBENCH_AGENT_TOKEN")?,
+        operator_token: Token::load(operator_token_file.as_deref(), "FLEETBENCH_OPERATOR_TOKEN")?,
+    };
+    security.check(listen, insecure)?;
+    if security.tls.is_none() && !listen.ip().is_loopback() {
+        tracing::warn!(%listen, "listening beyond loopback without TLS (--insecure): anyone on the network can reach this coordinator");
+    }
+    security.tls_acceptor()?;
+    if !(heartbeat_interval.is_finite() && heartbeat_interval > 0.0) {
+        anyhow::bail!("--heartbeat-interval must be a positive number of seconds");
+    }
+    let mut config = CoordinatorConfig::new(data);
+    config.heartbeat_interval = Duration::from_secs_f64(heartbeat_interval);
+    config.heartbeat_timeout = config.heartbeat_interval * 3;
+    config.default_deadline = Duration::from_secs(default_deadline.max(1));
+    config.protocol_version = protocol_version;
+    config.limits = Limits {
+        max_agents: max_agents as usize,
+        max_message_bytes: max_message_bytes as usize,
+        max_results_per_sweep,
+        max_results_per_host,
+    };
+    if let Some(path) = prices {
+        config.prices = Some(read_prices(&path)?);
+    }
+    Ok((security, config))
+}
+
+/// `--prices FILE`: JSON or lines of GPU_MODEL,PRICE; an empty table is an
+/// error rather than a fleet report without costs.
+fn read_prices(path: &Path) -> anyhow::Result<fleetbench_report::PriceTable> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --prices {}", path.display()))?;
+    let table = fleetbench_report::PriceTable::parse(&text)
+        .map_err(|e| anyhow::anyhow!("--prices {}: {e}", path.display()))?;
+    if table.0.is_empty() {
+        anyhow::bail!(
+            "--prices {}: the file has no prices: write {{\"H100-SXM\": 3.5}} or lines of H100-SXM,3.5",
+            path.display()
+        );
+    }
+    Ok(table)
+}
+
+/// `demo`: coordinator, store and agent in this process, one sweep; exit 1
+/// unless it completed.
+#[cfg(feature = "demo")]
+async fn demo(
+    data: PathBuf,
+    model: String,
+    weights: WeightsChoice,
+    quick: bool,
+) -> anyhow::Result<ExitCode> {
+    let outcome = run_demo(DemoOptions {
+        data_dir: data,
+        model,
+        weights,
+        quick,
+    })
+    .await?;
+    println!("sweep {} {}", outcome.sweep_id, outcome.state);
+    Ok(failure_if(outcome.state != "completed"))
+}
+
+/// Without the `demo` feature there is no agent inside to run the sweep.
+#[cfg(not(feature = "demo"))]
+async fn demo(
+    _data: PathBuf,
+    _model: String,
+    _weights: WeightsChoice,
+    _quick: bool,
+) -> anyhow::Result<ExitCode> {
+    anyhow::bail!(
+        "this fleetbench was built without the `demo` feature (the coordinator image's build, which has no agent inside): use a default build for `fleetbench demo`, or run `fleetbench serve` and a fleetbench-agent"
+    )
+}
+
+/// `sweep`: prints the new sweep's id; with `--wait`, follows it to its end
+/// and exits 1 if any host failed.
+async fn start_sweep(
+    target: &ControlTarget,
+    req: &SweepRequest,
+    wait: bool,
+) -> anyhow::Result<ExitCode> {
+    let started = operator::start_sweep(target, req).await?;
+    println!("{}", started.sweep_id);
+    if !wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let last = operator::watch(target, &started.sweep_id, &mut std::io::stdout()).await?;
+    let summary = last.sweep.clone().unwrap_or_default();
+    println!(
+        "sweep {} {}: {}/{} hosts completed",
+        summary.sweep_id, summary.state, summary.hosts_done, summary.hosts
+    );
+    if !summary.reports_dir.is_empty() {
+        println!("reports: {}", summary.reports_dir);
+    }
+    Ok(failure_if(operator::sweep_failed(&last)))
+}
+
+/// `dev-certs`: the files on stdout, the three commands that use them on
+/// stderr.
+fn dev_certs(dir: &Path, sans: &[String]) -> anyhow::Result<ExitCode> {
+    let written = crate::dev_certs::write_dev_certs(dir, sans)?;
+    for f in &written.files {
+        println!("{}", f.display());
+    }
+    eprintln!(
+        "coordinator: fleetbench serve --listen 0.0.0.0:7070 --tls-cert {d}/coordinator.pem --tls-key {d}/coordinator-key.pem --client-ca {d}/ca.pem --agent-token-file {d}/agent.token --operator-token-file {d}/operator.token",
+        d = dir.display()
+    );
+    eprintln!(
+        "agent:       fleetbench-agent run --coordinator https://HOST:7070 --tls-ca {d}/ca.pem --tls-cert {d}/agent.pem --tls-key {d}/agent-key.pem --token-file {d}/agent.token",
+        d = dir.display()
+    );
+    eprintln!(
+        "operator:    fleetbench agents --coordinator https://HOST:7070 --tls-ca {d}/ca.pem --tls-cert {d}/operator.pem --tls-key {d}/operator-key.pem --operator-token-file {d}/operator.token",
+        d = dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,166 @@
+//! What the control API and `/metrics` show: the store's rows joined with
+//! the live fleet, as wire messages. The state conversions to the wire
+//! happen here, in `view`, and nowhere else.
+
+use fleetbench_proto::v1;
+
+use super::{Coordinator, SweepError};
+use crate::metrics::{BestThroughput, GaugeSource, Gauges, Metrics};
+use crate::state::HostState;
+use crate::store::StoreError;
+
+/// A sweep's current picture, for the control API.
+#[derive(Debug, Clone)]
+pub struct SweepView {
+    pub summary: v1::SweepSummary,
+    pub hosts: Vec<v1::HostStatus>,
+}
+
+impl Coordinator {
+    pub fn view(&self, id: &str) -> Result<SweepView, SweepError> {
+        let sweep = self
+            .blocking(|s| s.sweep(id))?
+            .ok_or_else(|| SweepError::NotFound(id.to_string()))?;
+        let hosts = self.blocking(|s| s.sweep_hosts(id))?;
+        let spec = sweep.spec()?;
+        let batches = spec.batch_sizes.len() as u32;
+        let counts = self.blocking(|s| s.result_counts(id))?;
+        let mut statuses = Vec::new();
+        for h in &hosts {
+            // A host measures every batch size on each of its devices; the
+            // devices are known once they report. No results yet: zero.
+            let (done, devices) = counts.get(&h.host).copied().unwrap_or((0, 0));
+            let done = done as u32;
+            let live = self.fleet.get(&h.host);
+            let (state, state_code) = h.state.to_wire(live.is_some());
+            let mut status = v1::HostStatus {
+                host: h.host.clone(),
+                state,
+                error: h.error.clone().unwrap_or_default(),
+                points_done: done,
+                points_total: (batches * devices.max(1) as u32).max(done),
+                current: match live {
+                    Some(c) if h.state == HostState::Running && c.active_sweep == id => c.current,
+                    _ => String::new(),
+                },
+                simulated: h.simulated,
+                deadline_unix_ms: h.deadline_ms,
+                ..Default::default()
+            };
+            status.set_state_code(state_code);
+            statuses.push(status);
+        }
+        let count = |st: HostState| hosts.iter().filter(|h| h.state == st).count() as u32;
+        let mut summary = v1::SweepSummary {
+            sweep_id: sweep.id.clone(),
+            state: sweep.state.as_str().into(),
+            spec: Some((&spec).into()),
+            created_unix_ms: sweep.created_ms,
+            // The wire's "not ended yet".
+            ended_unix_ms: sweep.ended_ms.unwrap_or(0),
+            hosts: hosts.len() as u32,
+            hosts_done: count(HostState::Completed),
+            hosts_failed: count(HostState::Failed) + count(HostState::Cancelled),
+            reports_dir: sweep.reports_dir.clone().unwrap_or_default(),
+            ..Default::default()
+        };
+        summary.set_state_code(sweep.state.into());
+        Ok(SweepView {
+            summary,
+            hosts: statuses,
+        })
+    }
+
+    pub fn list_sweeps(&self, limit: u32) -> Result<Vec<v1::SweepSummary>, SweepError> {
+        let rows = self.blocking(|s| s.sweeps(if limit == 0 { 50 } else { limit }))?;
+        rows.iter()
+            .map(|r| self.view(&r.id).map(|v| v.summary))
+            .collect()
+    }
+
+    /// Every stored result of a sweep; a row that does not decode is an
+    /// error naming it, not a silent gap in `fleetbench show`.
+    pub fn results(&self, id: &str) -> Result<Vec<v1::StoredResult>, SweepError> {
+        let rows = self.blocking(|s| s.results(id))?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(v1::StoredResult {
+                    device: Some((&r.device()?).into()),
+                    point: Some((&r.point()?).into()),
+                    host: r.host,
+                    received_unix_ms: r.received_ms,
+                })
+            })
+            .collect()
+    }
+
+    pub fn list_agents(&self) -> Result<Vec<v1::AgentSummary>, SweepError> {
+        let rows = self.blocking(|s| s.agents())?;
+        rows.into_iter()
+            .map(|a| {
+                let live = self.fleet.get(&a.name);
+                let inventory = a.inventory()?;
+                Ok(v1::AgentSummary {
+                    connected: live.is_some(),
+                    inventory: Some((&inventory).into()),
+                    last_seen_unix_ms: live
+                        .as_ref()
+                        .map(|c| c.last_seen_ms)
+                        .unwrap_or(a.last_seen_ms),
+                    active_sweep_id: live.map(|c| c.active_sweep).unwrap_or_default(),
+                    name: a.name,
+                    agent_version: a.agent_version,
+                })
+            })
+            .collect()
+    }
+
+    /// Best measured throughput per host and device in the newest sweep
+    /// that has ended.
+    fn last_sweep_best_throughput(&self) -> Result<Vec<BestThroughput>, StoreError> {
+        let mut best: Vec<BestThroughput> = Vec::new();
+        let Some(sweep) = self.store.last_ended_sweep()? else {
+            return Ok(best);
+        };
+        for row in self.store.results(&sweep)? {
+            let (device, point) = (row.device()?, row.point()?);
+            // A failed point has no throughput.
+            let Some(stats) = point.stats() else {
+                continue;
+            };
+            match best.iter_mut().find(|b| {
+                b.host == row.host && b.gpu_model == device.name && b.simulated == device.simulated
+            }) {
+                Some(b) => b.samples_per_second = b.samples_per_second.max(stats.throughput),
+                None => best.push(BestThroughput {
+                    host: row.host.clone(),
+                    gpu_model: device.name,
+                    simulated: device.simulated,
+                    samples_per_second: stats.throughput.max(0.0),
+                }),
+            }
+        }
+        Ok(best)
+    }
+}
+
+impl GaugeSource for Coordinator {
+    type Error = SweepError;
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Read at scrape time from the fleet and the store, so the gauges can
+    /// never drift from what `fleetbench agents` and `fleetbench sweeps` say.
+    fn gauges(&self) -> Result<Gauges, SweepError> {
+        let agents = self.list_agents()?;
+        let connected = agents.iter().filter(|a| a.connected).count();
+        Ok(Gauges {
+            agents_connected: connected as i64,
+            agents_lost: (agents.len() - connected) as i64,
+            sweeps_by_state: self.store.sweep_state_counts()?,
+            best_throughput: self.last_sweep_best_throughput()?,
+        })
+    }
+}
