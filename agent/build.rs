@@ -44,16 +44,32 @@ fn cuda_build() {
         .ok()
         .filter(|p| std::path::Path::new(p).exists())
         .unwrap_or_else(|| "nvcc".to_string());
-    let version = Command::new(&nvcc)
-        .arg("--version")
-        .output()
+    // The CUDA API the build targets: cudarc's CUDARC_CUDA_VERSION when set
+    // (deploy/cuda/build.sh sets 12020 for the CUDA 12 builds, whose compiler
+    // is 12.4 but whose kernels and driver API are held to CUDA 12.2, the
+    // R535 driver's), else the nvcc release.
+    println!("cargo:rerun-if-env-changed=CUDARC_CUDA_VERSION");
+    let version = std::env::var("CUDARC_CUDA_VERSION")
         .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|text| nvcc_release(&text))
+        .and_then(|v| cudarc_version(&v))
+        .or_else(|| {
+            Command::new(&nvcc)
+                .arg("--version")
+                .output()
+                .ok()
+                .and_then(|o| String::from_utf8(o.stdout).ok())
+                .and_then(|text| nvcc_release(&text))
+        })
         .unwrap_or_else(|| "unknown".to_string());
     let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "unknown".to_string());
     println!("cargo:rustc-env=FLEETBENCH_CUDA_BUILD_VERSION={version}");
     println!("cargo:rustc-env=FLEETBENCH_CUDA_COMPUTE_CAP={cap}");
+}
+
+/// "12020" -> "12.2" (cudarc's CUDA version numbers: major * 1000 + minor * 10).
+fn cudarc_version(text: &str) -> Option<String> {
+    let n: u32 = text.trim().parse().ok()?;
+    (n >= 1000).then(|| format!("{}.{}", n / 1000, (n % 1000) / 10))
 }
 
 /// "Cuda compilation tools, release 12.2, V12.2.140" -> "12.2".

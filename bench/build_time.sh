@@ -23,7 +23,7 @@ mkdir -p "$CARGO_HOME"
 export CARGO_TERM_COLOR=never CARGO_TERM_PROGRESS_WHEN=never
 
 t0=$(date +%s)
-cargo fetch --locked >/dev/null 2>&1
+cargo fetch --locked > "$keep/fetch.log" 2>&1 || { tail -n 20 "$keep/fetch.log"; exit 1; }
 fetch_s=$(( $(date +%s) - t0 ))
 
 rows=()

@@ -385,7 +385,7 @@ fn run_until_signal(config: AgentConfig) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            wait_for_signal().await;
+            fleetbench_proto::shutdown::signal().await;
             let _ = tx.send(true);
         });
         run_agent(config, rx).await
@@ -400,20 +400,4 @@ fn default_spool_dir(name: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."));
     base.join("fleetbench-agent")
         .join(fleetbench_report::safe_file_stem(name))
-}
-
-/// SIGINT or SIGTERM.
-async fn wait_for_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
 }

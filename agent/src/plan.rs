@@ -134,19 +134,12 @@ mod tests {
     use fleetbench_common::{Engine, Precision, WeightsSource};
 
     fn distilbert() -> ModelInfo {
-        ModelInfo {
-            name: "distilbert".into(),
-            weights: WeightsSource::Random { seed: 1 },
-            hidden_size: 768,
-            layers: 6,
-            heads: 12,
-            intermediate_size: 3072,
-            vocab_size: 30522,
-            max_positions: 512,
-            parameters: 66_955_010,
-            dtype: Precision::F32,
-            engine: Engine::Fleetbench,
-        }
+        ModelInfo::distilbert_base(
+            "distilbert",
+            WeightsSource::Random { seed: 1 },
+            Precision::F32,
+            Engine::Fleetbench,
+        )
     }
 
     #[test]

@@ -24,7 +24,7 @@ use fleetbench_common::{
 use crate::runner::{DeviceSweep, Phase, RunEvent};
 
 /// Parameters of distilbert-base-uncased with the SST-2 head.
-const PARAMETERS: u64 = 66_955_010;
+const PARAMETERS: u64 = ModelInfo::DISTILBERT_BASE_PARAMETERS;
 const LAUNCH_OVERHEAD_MS: f64 = 1.5;
 const PEAK_SHARE: f64 = 0.45;
 /// Batch size at which half of the saturated efficiency is reached.
@@ -157,19 +157,12 @@ impl SimulatedGpu {
     }
 
     fn model(&self, spec: &SweepSpec) -> ModelInfo {
-        ModelInfo {
-            name: spec.model.clone(),
-            weights: WeightsSource::Simulated,
-            hidden_size: 768,
-            layers: 6,
-            heads: 12,
-            intermediate_size: 3072,
-            vocab_size: 30522,
-            max_positions: 512,
-            parameters: PARAMETERS,
-            dtype: spec.dtype,
-            engine: Engine::Fleetbench,
-        }
+        ModelInfo::distilbert_base(
+            spec.model.clone(),
+            WeightsSource::Simulated,
+            spec.dtype,
+            Engine::Fleetbench,
+        )
     }
 
     /// Mean latency of one forward pass of `batch` samples, in ms.

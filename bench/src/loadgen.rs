@@ -212,19 +212,12 @@ fn result_msg(sweep_id: &str, batch: usize) -> v1::AgentMessage {
         name: "H100-SXM".into(),
         simulated: true,
     };
-    let model = fleetbench_common::ModelInfo {
-        name: "distilbert-base-uncased-finetuned-sst-2-english".into(),
-        weights: fleetbench_common::WeightsSource::Simulated,
-        hidden_size: 768,
-        layers: 6,
-        heads: 12,
-        intermediate_size: 3072,
-        vocab_size: 30522,
-        max_positions: 512,
-        parameters: 66_955_010,
-        dtype: fleetbench_common::Precision::F32,
-        engine: fleetbench_common::Engine::Fleetbench,
-    };
+    let model = fleetbench_common::ModelInfo::distilbert_base(
+        fleetbench_common::spec::DEFAULT_MODEL,
+        fleetbench_common::WeightsSource::Simulated,
+        fleetbench_common::Precision::F32,
+        fleetbench_common::Engine::Fleetbench,
+    );
     v1::AgentMessage {
         body: Some(agent_message::Body::Result(v1::PointResultMsg {
             seq: 0,

@@ -135,6 +135,34 @@ pub struct ModelInfo {
 }
 
 impl ModelInfo {
+    /// The parameters of distilbert-base-uncased with its 2-label
+    /// classification head (what `fleetbench-agent info` counts on the real
+    /// SST-2 checkpoint).
+    pub const DISTILBERT_BASE_PARAMETERS: u64 = 66_955_010;
+
+    /// `name` with distilbert-base-uncased's dimensions (the SST-2 model the
+    /// sweep measures): what simulated hosts report, and the shape tests use.
+    pub fn distilbert_base(
+        name: impl Into<String>,
+        weights: WeightsSource,
+        dtype: Precision,
+        engine: Engine,
+    ) -> ModelInfo {
+        ModelInfo {
+            name: name.into(),
+            weights,
+            hidden_size: 768,
+            layers: 6,
+            heads: 12,
+            intermediate_size: 3072,
+            vocab_size: 30522,
+            max_positions: 512,
+            parameters: Self::DISTILBERT_BASE_PARAMETERS,
+            dtype,
+            engine,
+        }
+    }
+
     /// The dimensions the FLOP count needs.
     pub fn dims(&self) -> crate::flops::ModelDims {
         crate::flops::ModelDims {

@@ -530,17 +530,6 @@ fn dev_certs(dir: &Path, sans: &[String]) -> anyhow::Result<ExitCode> {
 }
 
 async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
+    fleetbench_proto::shutdown::signal().await;
     tracing::info!("shutting down");
 }

@@ -45,7 +45,8 @@
 #     PTX from nvcc 13.1 or newer.
 #
 # Each toolkit is unpacked once under ~/.cache/fleetbench/ (cuda-12.4 serves
-# fleet and turing, cuda-13.0 serves lab; override with FLEETBENCH_CUDA_DIR),
+# fleet and turing, cuda-13.0 serves lab; FLEETBENCH_CUDA_DIR puts both in
+# one folder of your choice),
 # each variant has its own cargo target directory
 # (~/.cache/fleetbench/target-cuda-<variant>, or FLEETBENCH_CUDA_TARGET_DIR),
 # so switching variants never redoes another one's nvcc step. Every mode puts
@@ -175,7 +176,7 @@ link_unversioned() {
 }
 
 # ---------------------------------------------------------------- compiler
-if [ ! -e "$toolkit/.compiler-ok" ]; then
+if [ ! -e "$toolkit/.compiler-ok-cuda$cuda" ]; then
   echo "== fetching the CUDA $cuda compiler into $toolkit"
   rm -rf "$toolkit/wheels" "$toolkit/unpacked" "$cuda_home"
   pip_download "$toolkit/wheels" "${compile_wheels[@]}"
@@ -225,11 +226,11 @@ EOF
   rm -rf "$toolkit/wheels" "$toolkit/unpacked"
   # Unzipping drops the executable bits.
   chmod +x "$cuda_home"/bin/* "$cuda_home"/nvvm/bin/*
-  touch "$toolkit/.compiler-ok"
+  touch "$toolkit/.compiler-ok-cuda$cuda"
 fi
 
 # ---------------------------------------------------------------- libraries (build only)
-if [ "$mode" = build ] && [ ! -e "$toolkit/.libraries-ok" ]; then
+if [ "$mode" = build ] && [ ! -e "$toolkit/.libraries-ok-cuda$cuda" ]; then
   echo "== fetching the CUDA $cuda libraries (cuBLAS, cuRAND, NVRTC, runtime) into $toolkit"
   rm -rf "$toolkit/wheels" "$toolkit/unpacked"
   pip_download "$toolkit/wheels" "${link_wheels[@]}"
@@ -255,7 +256,7 @@ if [ "$mode" = build ] && [ ! -e "$toolkit/.libraries-ok" ]; then
   # shellcheck disable=SC2012 # fixed ASCII library names: ls is safe
   (cd "$cuda_home/lib/stubs" && { [ -e libcuda.so ] || ln -sf "$(ls libcuda.so.* | head -n 1)" libcuda.so; })
   rm -rf "$apt_dir"
-  touch "$toolkit/.libraries-ok"
+  touch "$toolkit/.libraries-ok-cuda$cuda"
 fi
 
 # ---------------------------------------------------------------- environment

@@ -507,19 +507,12 @@ pub fn sample_device() -> DeviceDescription {
 }
 
 pub fn sample_model() -> ModelInfo {
-    ModelInfo {
-        name: fleetbench_common::spec::DEFAULT_MODEL.into(),
-        weights: fleetbench_common::WeightsSource::Random { seed: 42 },
-        hidden_size: 768,
-        layers: 6,
-        heads: 12,
-        intermediate_size: 3072,
-        vocab_size: 30522,
-        max_positions: 512,
-        parameters: 66_955_010,
-        dtype: Precision::F32,
-        engine: Engine::Fleetbench,
-    }
+    ModelInfo::distilbert_base(
+        fleetbench_common::spec::DEFAULT_MODEL,
+        fleetbench_common::WeightsSource::Random { seed: 42 },
+        Precision::F32,
+        Engine::Fleetbench,
+    )
 }
 
 pub fn sample_point() -> PointResult {

@@ -18,6 +18,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 mod convert;
 pub mod security;
+pub mod shutdown;
 /// The client TLS flags, for every binary that dials a coordinator.
 #[cfg(feature = "clap")]
 pub mod tls_args;

@@ -33,6 +33,8 @@ use serde::{Deserialize, Serialize};
 
 use fleetbench_common::result::{PointResult, PointStats};
 
+use crate::format::text_table;
+
 /// A change counts only when Welch's test gives a p-value below this.
 pub const SIGNIFICANCE: f64 = 0.01;
 /// A change counts only when the throughput moved by more than this share.
@@ -387,7 +389,7 @@ impl SweepComparison {
                     verdict,
                 ]);
             }
-            o.push_str(&table(
+            o.push_str(&text_table(
                 &rows,
                 &[false, false, false, true, true, true, false],
             ));
@@ -458,39 +460,6 @@ fn p_text(p: f64) -> String {
     } else {
         format!("{p:.1e}")
     }
-}
-
-/// Columns separated by two spaces, padded to their widest cell; `right`
-/// says which columns are right-aligned. Trailing spaces are trimmed.
-fn table(rows: &[Vec<String>], right: &[bool]) -> String {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|cell| cell.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            if c > 0 {
-                line.push_str("  ");
-            }
-            let w = widths[c];
-            if right.get(c).copied().unwrap_or(false) {
-                let _ = write!(line, "{cell:>w$}");
-            } else {
-                let _ = write!(line, "{cell:<w$}");
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 /// Welch's two-sample t-test (Welch 1947). `None` when either side has fewer

@@ -1,6 +1,8 @@
 //! How numbers are written in every report format: one place, so that
 //! Markdown, HTML and the shared tables agree.
 
+use std::fmt::Write as _;
+
 use crate::insights::MB;
 
 /// Mebibytes with two decimals, `-` when unknown.
@@ -19,6 +21,24 @@ pub(crate) fn opt_f(v: Option<f64>, prec: usize) -> String {
         .unwrap_or_else(|| "-".to_string())
 }
 
+/// One GPU of a host in a report's system section, e.g. "NVIDIA H100 80GB
+/// HBM3 (80 GiB, compute 9.0, driver 550.54, CUDA 12.4, PCIe gen 5 x16,
+/// power limit 700 W)".
+pub(crate) fn gpu_line(g: &fleetbench_common::GpuInfo) -> String {
+    let or_dash = |v: Option<u32>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+    format!(
+        "{} ({:.0} GiB, compute {}, driver {}, CUDA {}, PCIe gen {} x{}, power limit {} W)",
+        g.name,
+        g.memory_total_bytes as f64 / (MB * 1024.0),
+        g.compute_capability.as_deref().unwrap_or("-"),
+        g.driver_version,
+        g.cuda_version.as_deref().unwrap_or("-"),
+        or_dash(g.pcie_generation),
+        or_dash(g.pcie_width),
+        opt_f(g.power_limit_watts, 0)
+    )
+}
+
 /// 53,264,538 for 53264538.4.
 pub(crate) fn thousands(v: f64) -> String {
     let digits = format!("{:.0}", v.max(0.0));
@@ -28,6 +48,39 @@ pub(crate) fn thousands(v: f64) -> String {
             out.push(',');
         }
         out.push(c);
+    }
+    out
+}
+
+/// Columns separated by two spaces, padded to their widest cell; `right`
+/// says which columns are right-aligned. Trailing spaces are trimmed.
+pub fn text_table(rows: &[Vec<String>], right: &[bool]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c > 0 {
+                line.push_str("  ");
+            }
+            let w = widths[c];
+            if right.get(c).copied().unwrap_or(false) {
+                let _ = write!(line, "{cell:>w$}");
+            } else {
+                let _ = write!(line, "{cell:<w$}");
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
     out
 }

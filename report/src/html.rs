@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 
 use super::fleet::HardwareGroup;
-use super::format::{opt_f, thousands};
+use super::format::{gpu_line, thousands};
 use super::svg::{Bar, BarChart, LineChart, NEUTRAL, Series, escape, palette};
 use super::tables;
 use super::{Exporter, FleetReport, ReportError};
@@ -322,24 +322,7 @@ fn machine_model_and_system(o: &mut String, r: &MachineReport) {
         item(o, "GPUs", h.gpu_note.as_deref().unwrap_or("none"));
     }
     for g in &h.gpus {
-        item(
-            o,
-            &format!("GPU {}", g.index),
-            &format!(
-                "{} ({:.0} GiB, driver {}, CUDA {}, PCIe gen {} x{}, power limit {} W)",
-                g.name,
-                g.memory_total_bytes as f64 / (MB * 1024.0),
-                g.driver_version,
-                g.cuda_version.as_deref().unwrap_or("-"),
-                g.pcie_generation
-                    .map(|v| v.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                g.pcie_width
-                    .map(|v| v.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                opt_f(g.power_limit_watts, 0)
-            ),
-        );
+        item(o, &format!("GPU {}", g.index), &gpu_line(g));
     }
     item(
         o,
@@ -883,17 +866,14 @@ mod tests {
                 simulated: true,
             },
             model: ModelInfo {
-                name: "distilbert-base-uncased".into(),
-                weights: WeightsSource::Simulated,
-                hidden_size: 768,
-                layers: 6,
-                heads: 12,
-                intermediate_size: 3072,
-                vocab_size: 30522,
-                max_positions: 512,
+                // The encoder alone, as a report of another checkpoint would count it.
                 parameters: 66_362_880,
-                dtype: Precision::F32,
-                engine: Engine::Fleetbench,
+                ..ModelInfo::distilbert_base(
+                    "distilbert-base-uncased",
+                    WeightsSource::Simulated,
+                    Precision::F32,
+                    Engine::Fleetbench,
+                )
             },
             spec: SweepSpec::default(),
             points: vec![

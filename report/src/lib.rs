@@ -33,6 +33,7 @@ pub use fleet::{
     CurvePoint, FailureRow, FleetHostRow, FleetOptions, FleetReport, FleetTotals, HardwareGroup,
     HostOutcome, Outlier, PriceTable,
 };
+pub use format::text_table;
 pub use html::HtmlExporter;
 pub use json::JsonExporter;
 pub use markdown::MarkdownExporter;

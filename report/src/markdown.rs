@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::format::{opt_f, thousands};
+use super::format::{gpu_line, thousands};
 use super::tables;
 use super::{Exporter, FleetReport, ReportError};
 use crate::insights::{Insights, MB};
@@ -79,22 +79,7 @@ impl Exporter for MarkdownExporter {
             let _ = writeln!(o, "- **GPUs**: {}", h.gpu_note.as_deref().unwrap_or("none"));
         }
         for g in &h.gpus {
-            let _ = writeln!(
-                o,
-                "- **GPU {}**: {} ({:.0} GiB, driver {}, CUDA {}, PCIe gen {} x{}, power limit {} W)",
-                g.index,
-                g.name,
-                g.memory_total_bytes as f64 / (MB * 1024.0),
-                g.driver_version,
-                g.cuda_version.as_deref().unwrap_or("-"),
-                g.pcie_generation
-                    .map(|v| v.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                g.pcie_width
-                    .map(|v| v.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                opt_f(g.power_limit_watts, 0)
-            );
+            let _ = writeln!(o, "- **GPU {}**: {}", g.index, gpu_line(g));
         }
         let _ = writeln!(
             o,

@@ -340,19 +340,12 @@ fn hello(name: &str, version: u32) -> v1::AgentMessage {
 fn result(seq: u64, sweep: &str, padding: usize) -> v1::AgentMessage {
     let mut m = result_without_model(seq, sweep, padding);
     if let Some(agent_message::Body::Result(r)) = m.body.as_mut() {
-        let model = ModelInfo {
-            name: "distilbert-base-uncased-finetuned-sst-2-english".into(),
-            weights: WeightsSource::Simulated,
-            hidden_size: 768,
-            layers: 6,
-            heads: 12,
-            intermediate_size: 3072,
-            vocab_size: 30522,
-            max_positions: 512,
-            parameters: 66_955_010,
-            dtype: Precision::F32,
-            engine: Engine::Fleetbench,
-        };
+        let model = ModelInfo::distilbert_base(
+            fleetbench_common::spec::DEFAULT_MODEL,
+            WeightsSource::Simulated,
+            Precision::F32,
+            Engine::Fleetbench,
+        );
         r.model = Some((&model).into());
     }
     m
