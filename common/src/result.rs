@@ -347,6 +347,14 @@ pub struct MachineReport {
 }
 
 impl MachineReport {
+    /// (batch size, error) of every point that failed, in sweep order.
+    pub fn failed_points(&self) -> Vec<(usize, &str)> {
+        self.points
+            .iter()
+            .filter_map(|p| p.error().map(|e| (p.batch_size, e)))
+            .collect()
+    }
+
     pub fn simulated(&self) -> bool {
         self.host.simulated || self.device.simulated
     }

@@ -408,11 +408,7 @@ fn machine_metrics(o: &mut String, r: &MachineReport) {
         let _ = writeln!(o, "<p>{}</p>", escape(tables::GPU_WINDOW_NOTE));
         gpu.render_html(o);
     }
-    let failed: Vec<_> = r
-        .points
-        .iter()
-        .filter_map(|p| p.error().map(|e| (p.batch_size, e)))
-        .collect();
+    let failed = r.failed_points();
     if !failed.is_empty() {
         let _ = writeln!(o, "<h3>Failed Batch Sizes</h3>\n<ul>");
         for (b, e) in &failed {
@@ -1003,7 +999,10 @@ mod tests {
             .lines()
             .find(|l| l.contains("did not advance"))
             .expect("stalled row");
-        assert!(!stalled_row.contains("| 0.00 |"), "{stalled_row}");
+        // Columns: batch, pool, process, device, power, energy, method, ...
+        let cells: Vec<&str> = stalled_row.split('|').map(str::trim).collect();
+        assert_eq!(cells[6], "-", "energy of a stalled counter: {stalled_row}");
+        assert_eq!(cells[5], "-", "power of a stalled counter: {stalled_row}");
     }
 
     #[test]

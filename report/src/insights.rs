@@ -127,12 +127,7 @@ impl Insights {
             .iter()
             .filter_map(InsightPoint::from_result)
             .collect();
-        let failed: Vec<(usize, &str)> = report
-            .points
-            .iter()
-            .filter_map(|p| p.error().map(|e| (p.batch_size, e)))
-            .collect();
-        Insights::compute(&points, &failed, report.device.kind)
+        Insights::compute(&points, &report.failed_points(), report.device.kind)
     }
 
     /// Insights of measured points (any order) and failed batch sizes on a

@@ -126,11 +126,7 @@ impl Exporter for MarkdownExporter {
             let _ = writeln!(o, "{}\n", tables::GPU_WINDOW_NOTE);
             o.push_str(&gpu.render());
         }
-        let failed: Vec<_> = r
-            .points
-            .iter()
-            .filter_map(|p| p.error().map(|e| (p.batch_size, e)))
-            .collect();
+        let failed = r.failed_points();
         if !failed.is_empty() {
             let _ = writeln!(o, "\n### Failed Batch Sizes\n");
             for (b, e) in &failed {

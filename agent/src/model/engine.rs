@@ -71,7 +71,7 @@ impl Linear {
 
     /// `x` is (rows, in).
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.matmul(&self.wt)?.broadcast_add(&self.b)
+        self.forward_laps(x, None, &mut NoLaps, "linear")
     }
 
     /// The same, with the bias added the `ones` way when given (a (rows, 1)
