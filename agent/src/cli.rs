@@ -236,9 +236,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let name = name.unwrap_or_else(|| {
                 sysinfo::System::host_name().unwrap_or_else(|_| "fleetbench-agent".into())
             });
-            if name.trim().is_empty() {
-                anyhow::bail!("--name is empty: give this agent a name, e.g. --name gpu-node-01");
-            }
+            // The coordinator refuses names outside this set; say so here,
+            // before any connection, with the fix.
+            fleetbench_common::names::check_host_name(&name)?;
             let spool = spool.unwrap_or_else(|| default_spool_dir(&name));
             let backend = match simulate {
                 Some(model) => {

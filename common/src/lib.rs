@@ -6,6 +6,7 @@
 
 pub mod flops;
 pub mod hardware;
+pub mod names;
 pub mod result;
 pub mod rng;
 pub mod spec;

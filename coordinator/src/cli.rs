@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::auth::{AuthSettings, HostTokens};
 #[cfg(feature = "demo")]
 use crate::demo::{DemoOptions, run_demo};
 use crate::operator::{self, ControlTarget, SweepRequest};
@@ -81,6 +82,18 @@ struct ServeArgs {
     /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 0.0.0.0:9464).
     #[arg(long, env = "FLEETBENCH_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Scrapers of /metrics must send this bearer token (file; or set
+    /// FLEETBENCH_METRICS_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    metrics_token_file: Option<PathBuf>,
+    /// Most hosts with their own series in /metrics; the rest are counted
+    /// in fleetbench_metrics_hosts_omitted.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    metrics_max_hosts: u64,
+    /// Seconds between readings of the store for /metrics' gauges; scrapes
+    /// in between are answered from the last reading.
+    #[arg(long, default_value_t = 5.0)]
+    metrics_refresh: f64,
     /// The coordinator's TLS certificate chain (PEM); with --tls-key, serves TLS.
     #[arg(
         long,
@@ -105,15 +118,29 @@ struct ServeArgs {
         requires = "tls_cert"
     )]
     client_ca: Option<PathBuf>,
-    /// File holding the token agents must present (or set FLEETBENCH_AGENT_TOKEN).
+    /// File holding the token agents share (or set FLEETBENCH_AGENT_TOKEN).
+    /// It admits any host name that --agent-tokens does not bind.
     #[arg(long, value_name = "FILE")]
     agent_token_file: Option<PathBuf>,
+    /// Per-host agent tokens: lines of NAME SHA256HEX (`fleetbench
+    /// token-hash`); each host's token may be used for that name only, and
+    /// that name only with that token.
+    #[arg(long, env = "FLEETBENCH_AGENT_TOKENS", value_name = "FILE")]
+    agent_tokens: Option<PathBuf>,
     /// File holding the token operators must present (or set FLEETBENCH_OPERATOR_TOKEN).
     #[arg(long, value_name = "FILE")]
     operator_token_file: Option<PathBuf>,
+    /// File holding a read-only operator token (or set
+    /// FLEETBENCH_READER_TOKEN): list and read sweeps, never start or cancel.
+    #[arg(long, value_name = "FILE")]
+    reader_token_file: Option<PathBuf>,
     /// Allow listening beyond loopback without TLS (a network you trust).
     #[arg(long)]
     insecure: bool,
+    /// Allow listening beyond loopback with an API that authenticates
+    /// nobody (no tokens and no --client-ca for it). Logged at every start.
+    #[arg(long)]
+    no_auth: bool,
     /// Most agent sessions held at once; more are refused until some leave.
     #[arg(long, env = "FLEETBENCH_MAX_AGENTS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_agents: u64,
@@ -214,14 +241,22 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Make a test CA, certificates for coordinator, agent and operator, and
-    /// both tokens in DIR, to try mutual TLS (not for production keys).
+    /// Make a test CA, certificates for the coordinator, each agent host
+    /// (its name in the certificate), an operator and a read-only operator,
+    /// and the tokens, in DIR, to try mutual TLS (not for production keys).
     DevCerts {
         dir: PathBuf,
         /// Another name or IP address the coordinator's certificate is valid for.
         #[arg(long = "san", value_name = "NAME")]
         sans: Vec<String>,
+        /// An agent host to issue an identity for (certificate and per-host
+        /// token); repeat for each host.
+        #[arg(long = "agent", value_name = "NAME", required = true)]
+        agents: Vec<String>,
     },
+    /// Print the `--agent-tokens` line for host NAME, reading its token from
+    /// stdin (e.g. `fleetbench token-hash gpu-07 < gpu-07.token`).
+    TokenHash { name: String },
 }
 
 /// Parses the command line, runs the command, and turns an error into one
@@ -313,7 +348,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{status}");
             Ok(failure_if(status != "SERVING"))
         }
-        Command::DevCerts { dir, sans } => dev_certs(&dir, &sans),
+        Command::DevCerts { dir, sans, agents } => dev_certs(
+            &dir,
+            &crate::dev_certs::DevCertsRequest {
+                coordinator_sans: sans,
+                agents,
+            },
+        ),
+        Command::TokenHash { name } => token_hash_line(&name),
     }
 }
 
@@ -330,6 +372,14 @@ fn failure_if(bad: bool) -> ExitCode {
 /// (and metrics) until SIGINT or SIGTERM.
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (listen, data, metrics_listen) = (args.listen, args.data.clone(), args.metrics_listen);
+    let metrics_options = crate::metrics::MetricsOptions {
+        max_hosts: args.metrics_max_hosts as usize,
+        token: Token::load(
+            args.metrics_token_file.as_deref(),
+            "FLEETBENCH_METRICS_TOKEN",
+        )?,
+        refresh: positive_seconds("--metrics-refresh", args.metrics_refresh)?,
+    };
     let (security, config) = serve_settings(args)?;
     let coordinator = Coordinator::open(config)
         .with_context(|| format!("cannot open the store in {}", data.display()))?;
@@ -364,6 +414,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tokio::spawn(crate::metrics::serve(
             coordinator.clone(),
             l,
+            metrics_options,
             stopped(stop_rx.clone()),
         ))
     });
@@ -385,12 +436,18 @@ fn serve_settings(args: ServeArgs) -> anyhow::Result<(ServerSecurity, Coordinato
         listen,
         data,
         metrics_listen: _,
+        metrics_token_file: _,
+        metrics_max_hosts: _,
+        metrics_refresh: _,
         tls_cert,
         tls_key,
         client_ca,
         agent_token_file,
+        agent_tokens,
         operator_token_file,
+        reader_token_file,
         insecure,
+        no_auth,
         max_agents,
         max_message_bytes,
         max_results_per_sweep,
@@ -400,25 +457,35 @@ fn serve_settings(args: ServeArgs) -> anyhow::Result<(ServerSecurity, Coordinato
         prices,
         protocol_version,
     } = args;
+    let auth = AuthSettings {
+        mutual_tls: client_ca.is_some(),
+        agent_token: Token::load(agent_token_file.as_deref(), "FLEETBENCH_AGENT_TOKEN")?,
+        host_tokens: agent_tokens.as_deref().map(HostTokens::load).transpose()?,
+        operator_token: Token::load(operator_token_file.as_deref(), "FLEETBENCH_OPERATOR_TOKEN")?,
+        reader_token: Token::load(reader_token_file.as_deref(), "FLEETBENCH_READER_TOKEN")?,
+    };
     let security = ServerSecurity {
         tls: tls_cert.zip(tls_key).map(|(cert, key)| ServerTlsFiles {
             cert,
             key,
             client_ca,
         }),
-        agent_token: Token::load(agent_token_file.as_deref(), "FLEETBENCH_AGENT_TOKEN")?,
-        operator_token: Token::load(operator_token_file.as_deref(), "FLEETBENCH_OPERATOR_TOKEN")?,
+        auth: std::sync::Arc::new(auth),
     };
-    security.check(listen, insecure)?;
+    security.check(listen, insecure, no_auth)?;
     if security.tls.is_none() && !listen.ip().is_loopback() {
         tracing::warn!(%listen, "listening beyond loopback without TLS (--insecure): anyone on the network can reach this coordinator");
     }
-    security.tls_acceptor()?;
-    if !(heartbeat_interval.is_finite() && heartbeat_interval > 0.0) {
-        anyhow::bail!("--heartbeat-interval must be a positive number of seconds");
+    if !listen.ip().is_loopback()
+        && (!security.auth.agents_authenticated() || !security.auth.operators_authenticated())
+    {
+        // Said at every start, so nobody forgets that the flag is on.
+        tracing::warn!(%listen, auth = %security.auth.describe(), "--no-auth: anyone who reaches this port can act as any host or operator that is not authenticated");
     }
+    security.tls_acceptor()?;
+    let heartbeat_interval = positive_seconds("--heartbeat-interval", heartbeat_interval)?;
     let mut config = CoordinatorConfig::new(data);
-    config.heartbeat_interval = Duration::from_secs_f64(heartbeat_interval);
+    config.heartbeat_interval = heartbeat_interval;
     config.heartbeat_timeout = config.heartbeat_interval * 3;
     config.default_deadline = Duration::from_secs(default_deadline.max(1));
     config.protocol_version = protocol_version;
@@ -432,6 +499,14 @@ fn serve_settings(args: ServeArgs) -> anyhow::Result<(ServerSecurity, Coordinato
         config.prices = Some(read_prices(&path)?);
     }
     Ok((security, config))
+}
+
+/// A flag's seconds as a duration: positive and at most a day.
+fn positive_seconds(flag: &str, seconds: f64) -> anyhow::Result<Duration> {
+    if !(seconds.is_finite() && seconds > 0.0 && seconds <= 86_400.0) {
+        anyhow::bail!("{flag} must be a positive number of seconds (at most 86400)");
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// `--prices FILE`: JSON or lines of GPU_MODEL,PRICE; an empty table is an
@@ -507,24 +582,40 @@ async fn start_sweep(
     Ok(failure_if(operator::sweep_failed(&last)))
 }
 
-/// `dev-certs`: the files on stdout, the three commands that use them on
-/// stderr.
-fn dev_certs(dir: &Path, sans: &[String]) -> anyhow::Result<ExitCode> {
-    let written = crate::dev_certs::write_dev_certs(dir, sans)?;
+/// `dev-certs`: the files on stdout, the commands that use them on stderr.
+fn dev_certs(dir: &Path, request: &crate::dev_certs::DevCertsRequest) -> anyhow::Result<ExitCode> {
+    let written = crate::dev_certs::write_dev_certs(dir, request)?;
     for f in &written.files {
         println!("{}", f.display());
     }
+    let d = dir.display();
+    let host = request.agents.first().map(String::as_str).unwrap_or("NAME");
     eprintln!(
-        "coordinator: fleetbench serve --listen 0.0.0.0:7070 --tls-cert {d}/coordinator.pem --tls-key {d}/coordinator-key.pem --client-ca {d}/ca.pem --agent-token-file {d}/agent.token --operator-token-file {d}/operator.token",
-        d = dir.display()
+        "coordinator: fleetbench serve --listen 0.0.0.0:7070 --tls-cert {d}/coordinator.pem --tls-key {d}/coordinator-key.pem --client-ca {d}/ca.pem --agent-tokens {d}/agent-tokens --operator-token-file {d}/operator.token --reader-token-file {d}/reader.token"
     );
     eprintln!(
-        "agent:       fleetbench-agent run --coordinator https://HOST:7070 --tls-ca {d}/ca.pem --tls-cert {d}/agent.pem --tls-key {d}/agent-key.pem --token-file {d}/agent.token",
-        d = dir.display()
+        "agent:       fleetbench-agent run --name {host} --coordinator https://HOST:7070 --tls-ca {d}/ca.pem --tls-cert {d}/agent-{host}.pem --tls-key {d}/agent-{host}-key.pem --token-file {d}/agent-{host}.token"
     );
     eprintln!(
-        "operator:    fleetbench agents --coordinator https://HOST:7070 --tls-ca {d}/ca.pem --tls-cert {d}/operator.pem --tls-key {d}/operator-key.pem --operator-token-file {d}/operator.token",
-        d = dir.display()
+        "operator:    fleetbench agents --coordinator https://HOST:7070 --tls-ca {d}/ca.pem --tls-cert {d}/operator.pem --tls-key {d}/operator-key.pem --operator-token-file {d}/operator.token"
+    );
+    eprintln!(
+        "dashboard:   fleetbench sweeps --coordinator https://HOST:7070 --tls-ca {d}/ca.pem --tls-cert {d}/reader.pem --tls-key {d}/reader-key.pem --operator-token-file {d}/reader.token"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `token-hash NAME`: the host's token from stdin, its `--agent-tokens` line
+/// on stdout.
+fn token_hash_line(name: &str) -> anyhow::Result<ExitCode> {
+    fleetbench_common::names::check_host_name(name)?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+        .context("cannot read the token from stdin")?;
+    let token = Token::new(&text, "stdin")?;
+    println!(
+        "{name} {}",
+        crate::auth::hex(&crate::auth::token_hash(token.expose()))
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -1,12 +1,16 @@
-//! `fleetbench dev-certs DIR`: a throw-away certificate authority with
-//! certificates for the coordinator, an agent and an operator, and the two
-//! bearer tokens, so mutual TLS can be tried in a minute. For production, use
+//! `fleetbench dev-certs DIR --agent NAME...`: a throw-away certificate
+//! authority with certificates for the coordinator, each agent host (its
+//! name in the certificate), an operator and a read-only operator, and the
+//! tokens, so mutual TLS and every role can be tried in a minute. For production, use
 //! the organisation's own CA (cert-manager, Vault, ...): these keys are
 //! written unencrypted.
 
 use std::path::{Path, PathBuf};
 
+use fleetbench_common::names::check_host_name;
 use fleetbench_proto::security::Token;
+
+use crate::auth::{AGENT_URI_PREFIX, OPERATOR_URI, READER_URI, hex, token_hash};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
@@ -47,17 +51,12 @@ fn validity(params: &mut CertificateParams) {
 
 fn leaf(
     common_name: &str,
-    sans: &[String],
+    sans: Vec<SanType>,
     usage: ExtendedKeyUsagePurpose,
     issuer: &Issuer<'_, KeyPair>,
 ) -> Result<(String, String), DevCertsError> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
-    for name in sans {
-        params.subject_alt_names.push(match name.parse() {
-            Ok(ip) => SanType::IpAddress(ip),
-            Err(_) => SanType::DnsName(name.clone().try_into()?),
-        });
-    }
+    params.subject_alt_names = sans;
     params
         .distinguished_name
         .push(DnType::CommonName, common_name);
@@ -73,24 +72,61 @@ fn leaf(
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-/// Writes ca.pem, ca-key.pem, coordinator.pem, coordinator-key.pem,
-/// agent.pem, agent-key.pem, operator.pem, operator-key.pem, agent.token and
-/// operator.token into `dir`. The coordinator's certificate names
-/// localhost, 127.0.0.1, ::1 and `extra_sans`. Refuses to overwrite.
-pub fn write_dev_certs(dir: &Path, extra_sans: &[String]) -> Result<DevCerts, DevCertsError> {
-    let names = [
+fn uri(text: &str) -> Result<SanType, DevCertsError> {
+    Ok(SanType::URI(text.to_string().try_into()?))
+}
+
+/// What `fleetbench dev-certs` makes, besides the CA and the coordinator's
+/// certificate.
+#[derive(Debug, Clone, Default)]
+pub struct DevCertsRequest {
+    /// More names or addresses the coordinator's certificate is valid for.
+    pub coordinator_sans: Vec<String>,
+    /// One agent identity (certificate and per-host token) per host name.
+    pub agents: Vec<String>,
+}
+
+/// Writes into `dir`: `ca.pem` and `ca-key.pem`; `coordinator.pem` (valid for
+/// localhost, 127.0.0.1, ::1 and the extra names); `operator.pem` (SAN
+/// `URI:fleetbench:operator`) and `reader.pem` (`URI:fleetbench:operator:read`);
+/// per host NAME, `agent-NAME.pem` (`URI:fleetbench:agent:NAME`) and
+/// `agent-NAME.token`; `agent-tokens` (the per-host tokens' hashes, for
+/// `--agent-tokens`); `agent.token` (shared), `operator.token` and
+/// `reader.token`. Each certificate's key is beside it as `*-key.pem`.
+/// Refuses to overwrite anything.
+pub fn write_dev_certs(dir: &Path, request: &DevCertsRequest) -> Result<DevCerts, DevCertsError> {
+    if request.agents.is_empty() {
+        return Err(DevCertsError::Refused(
+            "name at least one agent host (--agent NAME): each host gets its own certificate and token".into(),
+        ));
+    }
+    for name in &request.agents {
+        check_host_name(name).map_err(|e| DevCertsError::Refused(format!("--agent: {e}")))?;
+    }
+    let mut plan: Vec<String> = [
         "ca.pem",
         "ca-key.pem",
         "coordinator.pem",
         "coordinator-key.pem",
-        "agent.pem",
-        "agent-key.pem",
         "operator.pem",
         "operator-key.pem",
+        "reader.pem",
+        "reader-key.pem",
         "agent.token",
         "operator.token",
-    ];
-    if let Some(existing) = names.iter().map(|n| dir.join(n)).find(|p| p.exists()) {
+        "reader.token",
+        "agent-tokens",
+    ]
+    .map(String::from)
+    .into();
+    for name in &request.agents {
+        plan.extend([
+            format!("agent-{name}.pem"),
+            format!("agent-{name}-key.pem"),
+            format!("agent-{name}.token"),
+        ]);
+    }
+    if let Some(existing) = plan.iter().map(|n| dir.join(n)).find(|p| p.exists()) {
         return Err(DevCertsError::Refused(format!(
             "{} already exists: choose an empty directory (dev-certs never overwrites keys)",
             existing.display()
@@ -116,41 +152,71 @@ pub fn write_dev_certs(dir: &Path, extra_sans: &[String]) -> Result<DevCerts, De
     let ca_key_pem = ca_key.serialize_pem();
     let issuer = Issuer::new(ca_params, ca_key);
 
-    let mut server_names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
-    server_names.extend(extra_sans.iter().cloned());
+    let mut server_sans = Vec::new();
+    for name in ["localhost", "127.0.0.1", "::1"]
+        .into_iter()
+        .chain(request.coordinator_sans.iter().map(String::as_str))
+    {
+        server_sans.push(match name.parse() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(name.to_string().try_into()?),
+        });
+    }
     let coordinator = leaf(
         "fleetbench coordinator",
-        &server_names,
+        server_sans,
         ExtendedKeyUsagePurpose::ServerAuth,
-        &issuer,
-    )?;
-    let agent = leaf(
-        "fleetbench agent",
-        &[],
-        ExtendedKeyUsagePurpose::ClientAuth,
         &issuer,
     )?;
     let operator = leaf(
         "fleetbench operator",
-        &[],
+        vec![uri(OPERATOR_URI)?],
         ExtendedKeyUsagePurpose::ClientAuth,
         &issuer,
     )?;
-    let agent_token = Token::generate().map_err(|e| DevCertsError::Refused(e.to_string()))?;
-    let operator_token = Token::generate().map_err(|e| DevCertsError::Refused(e.to_string()))?;
+    let reader = leaf(
+        "fleetbench reader",
+        vec![uri(READER_URI)?],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        &issuer,
+    )?;
+    let token = || Token::generate().map_err(|e| DevCertsError::Refused(e.to_string()));
+    let line = |t: &Token| format!("{}\n", t.expose());
 
-    let contents = [
-        (names[0], ca_cert.pem(), false),
-        (names[1], ca_key_pem, true),
-        (names[2], coordinator.0, false),
-        (names[3], coordinator.1, true),
-        (names[4], agent.0, false),
-        (names[5], agent.1, true),
-        (names[6], operator.0, false),
-        (names[7], operator.1, true),
-        (names[8], format!("{}\n", agent_token.expose()), true),
-        (names[9], format!("{}\n", operator_token.expose()), true),
+    let mut contents: Vec<(String, String, bool)> = vec![
+        ("ca.pem".into(), ca_cert.pem(), false),
+        ("ca-key.pem".into(), ca_key_pem, true),
+        ("coordinator.pem".into(), coordinator.0, false),
+        ("coordinator-key.pem".into(), coordinator.1, true),
+        ("operator.pem".into(), operator.0, false),
+        ("operator-key.pem".into(), operator.1, true),
+        ("reader.pem".into(), reader.0, false),
+        ("reader-key.pem".into(), reader.1, true),
+        ("agent.token".into(), line(&token()?), true),
+        ("operator.token".into(), line(&token()?), true),
+        ("reader.token".into(), line(&token()?), true),
     ];
+    let mut hashes = String::from(
+        "# Per-host agent tokens for `fleetbench serve --agent-tokens`: NAME SHA256(token).\n",
+    );
+    for name in &request.agents {
+        let (cert, key) = leaf(
+            &format!("fleetbench agent {name}"),
+            vec![uri(&format!("{AGENT_URI_PREFIX}{name}"))?],
+            ExtendedKeyUsagePurpose::ClientAuth,
+            &issuer,
+        )?;
+        let host_token = token()?;
+        hashes.push_str(&format!(
+            "{name} {}\n",
+            hex(&token_hash(host_token.expose()))
+        ));
+        contents.push((format!("agent-{name}.pem"), cert, false));
+        contents.push((format!("agent-{name}-key.pem"), key, true));
+        contents.push((format!("agent-{name}.token"), line(&host_token), true));
+    }
+    contents.push(("agent-tokens".into(), hashes, false));
+
     let mut files = Vec::new();
     for (name, text, secret) in contents {
         let path = dir.join(name);
@@ -179,15 +245,38 @@ fn write_file(path: &Path, text: &str, secret: bool) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::pki_types::pem::PemObject as _;
 
     #[test]
     fn writes_every_file_once_and_never_overwrites() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let out = write_dev_certs(dir.path(), &["coordinator.example".into()]).expect("certs");
-        assert_eq!(out.files.len(), 10);
+        let request = DevCertsRequest {
+            coordinator_sans: vec!["coordinator.example".into()],
+            agents: vec!["gpu-01".into(), "gpu-02".into()],
+        };
+        let out = write_dev_certs(dir.path(), &request).expect("certs");
+        assert_eq!(out.files.len(), 12 + 2 * 3);
+        // Each host's certificate names that host, and its token is in the
+        // per-host file under that name.
+        let pem = std::fs::read(dir.path().join("agent-gpu-02.pem")).expect("cert");
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(&pem).expect("pem");
+        let roles = crate::auth::CertificateRoles::from_der(&der).expect("roles");
+        assert_eq!(
+            roles.agent_names.into_iter().collect::<Vec<_>>(),
+            ["gpu-02"]
+        );
+        let tokens =
+            crate::auth::HostTokens::load(&dir.path().join("agent-tokens")).expect("tokens");
+        assert_eq!(tokens.len(), 2);
+        let token = std::fs::read_to_string(dir.path().join("agent-gpu-02.token")).expect("token");
+        assert_eq!(tokens.host_of(token.trim()), Some("gpu-02"));
+        let pem = std::fs::read(dir.path().join("reader.pem")).expect("cert");
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(&pem).expect("pem");
+        let roles = crate::auth::CertificateRoles::from_der(&der).expect("roles");
+        assert_eq!(roles.operator, Some(crate::auth::Access::Read));
         let ca = std::fs::read_to_string(dir.path().join("ca.pem")).expect("ca");
         assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"));
-        let key = std::fs::read_to_string(dir.path().join("agent-key.pem")).expect("key");
+        let key = std::fs::read_to_string(dir.path().join("agent-gpu-01-key.pem")).expect("key");
         assert!(key.contains("PRIVATE KEY"));
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(dir.path().join("operator.token"))
@@ -195,7 +284,7 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let again = write_dev_certs(dir.path(), &[]).expect_err("second run");
+        let again = write_dev_certs(dir.path(), &request).expect_err("second run");
         assert!(again.to_string().contains("already exists"), "{again}");
     }
 }

@@ -46,8 +46,10 @@ impl Fleet {
 
     /// Registers a session under `name`, replacing (and so closing) an older
     /// one of the same agent: a restarted agent must not wait for its dead
-    /// twin to time out. A different agent (another `instance_id`) is refused
-    /// while the holder was heard from within `alive_ms`.
+    /// twin to time out. While the holder was heard from within `alive_ms`,
+    /// only a session presenting the holder's own `instance_id` may take the
+    /// name over; an empty one proves nothing and never does (it used to,
+    /// which let any agent with the shared token hijack a live host).
     pub fn connect(
         &self,
         name: &str,
@@ -60,9 +62,7 @@ impl Fleet {
         let session_id = self.next_session.fetch_add(1, Ordering::Relaxed) + 1;
         let mut map = self.lock();
         if let Some(old) = map.get(name)
-            && !instance_id.is_empty()
-            && !old.instance_id.is_empty()
-            && old.instance_id != instance_id
+            && (instance_id.is_empty() || old.instance_id != instance_id)
             && now - old.last_seen_ms < alive_ms
         {
             return Err(NameTaken {
@@ -143,5 +143,59 @@ impl Fleet {
             Some(c) => c.sender.try_send(Ok(msg)).is_ok(),
             None => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sender() -> AgentSender {
+        mpsc::channel(1).0
+    }
+
+    #[test]
+    fn a_live_name_is_taken_over_only_with_the_holders_instance_id() {
+        let fleet = Fleet::default();
+        let alive = 15_000;
+        fleet
+            .connect("gpu-07", "inst-a", "10.0.0.7:1", sender(), 1_000, alive)
+            .expect("first session");
+        // Another instance, or none at all, is refused while the holder lives.
+        for intruder in ["inst-b", ""] {
+            let refused = fleet
+                .connect("gpu-07", intruder, "10.6.6.6:1", sender(), 2_000, alive)
+                .expect_err(intruder);
+            assert_eq!(refused.peer, "10.0.0.7:1");
+        }
+        // The same instance (a restarted agent) replaces its old session.
+        let second = fleet
+            .connect("gpu-07", "inst-a", "10.0.0.7:2", sender(), 3_000, alive)
+            .expect("same instance");
+        assert!(fleet.is_current("gpu-07", second));
+        // A silent holder is presumed dead after `alive`: then the name is free.
+        fleet
+            .connect(
+                "gpu-07",
+                "inst-b",
+                "10.0.0.8:1",
+                sender(),
+                3_000 + alive,
+                alive,
+            )
+            .expect("holder silent");
+    }
+
+    #[test]
+    fn an_empty_instance_id_never_takes_a_live_name_even_from_an_empty_one() {
+        let fleet = Fleet::default();
+        fleet
+            .connect("gpu-01", "", "a", sender(), 0, 15_000)
+            .expect("first");
+        assert!(
+            fleet
+                .connect("gpu-01", "", "b", sender(), 1, 15_000)
+                .is_err()
+        );
     }
 }

@@ -11,6 +11,7 @@
 //! [`operator`] (the `fleetbench` client commands), [`demo`] (the one-command
 //! local fleet), [`cli`] (the `fleetbench` program, one function per command).
 
+pub mod auth;
 pub mod cli;
 #[cfg(feature = "demo")]
 pub mod demo;

@@ -3,10 +3,16 @@
 //! scrapers need neither HTTP/2 nor the coordinator's TLS client settings.
 //!
 //! Counters and the ack-latency histogram are kept as events happen; the
-//! gauges (agents, sweeps by state, best throughput per host) are handed in
-//! as plain data at scrape time by a [`GaugeSource`] (the coordinator), so
-//! this module knows nothing of sweeps or the store.
-
+//! gauges (agents, sweeps by state, best throughput per host) are read from
+//! a [`GaugeSource`] (the coordinator) by a background task every few
+//! seconds, and a scrape renders the last reading: however often, and by
+//! however many, `/metrics` is scraped, it never touches the store.
+//!
+//! Label values come from agents, so they are hostile until cleaned
+//! ([`label_value`]): a quote or a newline would otherwise forge series or
+//! break every scrape. The per-host series are capped ([`MetricsOptions`]),
+//! and what the cap leaves out is counted, so a flood of hosts cannot blow up
+//! the scrape.
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,6 +89,48 @@ pub struct BestThroughput {
     pub samples_per_second: f64,
 }
 
+/// Longest label value; longer ones are cut (a GPU model name is ~30).
+pub const MAX_LABEL_CHARS: usize = 64;
+
+/// `text` as a label value: letters, digits, space and `._-+/:()@` kept,
+/// anything else (quotes, backslashes, control and invisible characters,
+/// other scripts) replaced by `_`, cut to [`MAX_LABEL_CHARS`]. Nothing in it
+/// needs escaping in the text format, whatever the encoder does.
+pub fn label_value(text: &str) -> String {
+    text.chars()
+        .take(MAX_LABEL_CHARS)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || " ._-+/:()@".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// How `/metrics` is served.
+#[derive(Debug, Clone)]
+pub struct MetricsOptions {
+    /// Most per-host series (`host_best_throughput_...`); hosts beyond it, in
+    /// name order, are counted in `metrics_hosts_omitted`.
+    pub max_hosts: usize,
+    /// How often the gauges are read from the store.
+    pub refresh: Duration,
+    /// Scrapers must send `Authorization: Bearer TOKEN`.
+    pub token: Option<fleetbench_proto::security::Token>,
+}
+
+impl Default for MetricsOptions {
+    fn default() -> Self {
+        MetricsOptions {
+            max_hosts: 1000,
+            refresh: Duration::from_secs(5),
+            token: None,
+        }
+    }
+}
+
 /// Where `/metrics` gets its counters and gauges.
 pub trait GaugeSource: Send + Sync + 'static {
     type Error: std::fmt::Display;
@@ -137,8 +185,9 @@ impl Metrics {
         self.result_ack_seconds.observe(elapsed.as_secs_f64());
     }
 
-    /// The Prometheus text exposition of the counters and of `gauges`.
-    pub fn render(&self, gauges: &Gauges) -> Result<String, std::fmt::Error> {
+    /// The Prometheus text exposition of the counters and of `gauges`, with
+    /// at most `max_hosts` per-host series.
+    pub fn render(&self, gauges: &Gauges, max_hosts: usize) -> Result<String, std::fmt::Error> {
         let mut registry = Registry::with_prefix("fleetbench");
 
         let gauge = |v: i64| {
@@ -210,10 +259,20 @@ impl Metrics {
         );
 
         let best: Family<HostLabels, Gauge<f64, std::sync::atomic::AtomicU64>> = Family::default();
-        for b in &gauges.best_throughput {
+        let mut rows: Vec<&BestThroughput> = gauges.best_throughput.iter().collect();
+        rows.sort_by(|a, b| a.host.cmp(&b.host).then(a.gpu_model.cmp(&b.gpu_model)));
+        let mut hosts = std::collections::BTreeSet::new();
+        let mut omitted = std::collections::BTreeSet::new();
+        for b in rows {
+            let host = label_value(&b.host);
+            if !hosts.contains(&host) && hosts.len() >= max_hosts {
+                omitted.insert(host);
+                continue;
+            }
+            hosts.insert(host.clone());
             let labels = HostLabels {
-                host: b.host.clone(),
-                gpu_model: b.gpu_model.clone(),
+                host,
+                gpu_model: label_value(&b.gpu_model),
                 simulated: b.simulated.to_string(),
             };
             best.get_or_create(&labels).set(b.samples_per_second);
@@ -223,6 +282,11 @@ impl Metrics {
             "Best throughput of each host's device in the last ended sweep",
             best,
         );
+        registry.register(
+            "metrics_hosts_omitted",
+            "Hosts left out of the per-host series by --metrics-max-hosts",
+            gauge(omitted.len() as i64),
+        );
 
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &registry)?;
@@ -230,32 +294,80 @@ impl Metrics {
     }
 }
 
+/// The last gauges read, or why they could not be read.
+type Snapshot = Arc<std::sync::RwLock<Result<Arc<Gauges>, String>>>;
+
+/// Reads the gauges once, off the async workers (store reads block).
+async fn read_gauges(source: Arc<impl GaugeSource>) -> Result<Arc<Gauges>, String> {
+    tokio::task::spawn_blocking(move || {
+        source
+            .gauges()
+            .map(Arc::new)
+            .map_err(|e| format!("cannot read the gauges: {e}"))
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("metrics task failed: {e}")))
+}
+
+/// Reads the gauges into `snapshot` every `refresh`.
+async fn refresh_gauges(source: Arc<impl GaugeSource>, snapshot: Snapshot, refresh: Duration) {
+    let mut tick = tokio::time::interval(refresh);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let read = read_gauges(source.clone()).await;
+        *snapshot.write().unwrap_or_else(|p| p.into_inner()) = read;
+    }
+}
+
 /// Serves `GET /metrics` on `listener` until `shutdown` completes.
 pub async fn serve(
     coordinator: Arc<impl GaugeSource>,
     listener: TcpListener,
+    options: MetricsOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::http::{StatusCode, header};
+    use axum::http::{HeaderMap, StatusCode, header};
     use axum::response::IntoResponse;
 
+    // The first reading is taken before the first scrape can arrive.
+    let snapshot: Snapshot = Arc::new(std::sync::RwLock::new(
+        read_gauges(coordinator.clone()).await,
+    ));
+    let refresher = tokio::spawn(refresh_gauges(
+        coordinator.clone(),
+        snapshot.clone(),
+        options.refresh,
+    ));
+    let options = Arc::new(options);
     let app = axum::Router::new().route(
         "/metrics",
-        axum::routing::get(move || {
+        axum::routing::get(move |headers: HeaderMap| {
             let coordinator = coordinator.clone();
+            let snapshot = snapshot.clone();
+            let options = options.clone();
             async move {
-                // Store reads block: keep them off the async workers.
-                let rendered = tokio::task::spawn_blocking(move || {
-                    let gauges = coordinator
-                        .gauges()
-                        .map_err(|e| format!("cannot read the gauges: {e}"))?;
+                if let Some(token) = &options.token {
+                    let presented = headers
+                        .get(header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("Bearer "))
+                        .unwrap_or("");
+                    if !token.matches(presented) {
+                        return (
+                            StatusCode::UNAUTHORIZED,
+                            "this /metrics requires a bearer token (--metrics-token-file): set the scraper's authorization credentials\n",
+                        )
+                            .into_response();
+                    }
+                }
+                let gauges = snapshot.read().unwrap_or_else(|p| p.into_inner()).clone();
+                let rendered = gauges.and_then(|g| {
                     coordinator
                         .metrics()
-                        .render(&gauges)
+                        .render(&g, options.max_hosts)
                         .map_err(|e| format!("cannot encode metrics: {e}"))
-                })
-                .await
-                .unwrap_or_else(|e| Err(format!("metrics task failed: {e}")));
+                });
                 match rendered {
                     Ok(text) => (
                         StatusCode::OK,
@@ -268,14 +380,16 @@ pub async fn serve(
                         text,
                     )
                         .into_response(),
-                    Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+                    Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
                 }
             }
         }),
     );
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    refresher.abort();
+    served
 }
 
 #[cfg(test)]
@@ -295,7 +409,7 @@ mod tests {
                 samples_per_second: 12.5,
             }],
         };
-        let text = Metrics::default().render(&gauges).expect("render");
+        let text = Metrics::default().render(&gauges, 10).expect("render");
         for state in SweepState::ALL {
             let n = if state == SweepState::Partial { 3 } else { 0 };
             let line = format!("fleetbench_sweeps{{state=\"{state}\"}} {n}");
@@ -304,5 +418,48 @@ mod tests {
         assert!(text.contains("fleetbench_agents_connected 2"), "{text}");
         assert!(text.contains("fleetbench_agents_lost 1"), "{text}");
         assert!(text.contains("host=\"a\""), "{text}");
+    }
+
+    #[test]
+    fn hostile_label_values_cannot_forge_series_and_hosts_are_capped() {
+        let row = |host: &str, gpu: &str| BestThroughput {
+            host: host.into(),
+            gpu_model: gpu.into(),
+            simulated: false,
+            samples_per_second: 1.0,
+        };
+        let mut best = vec![
+            row("gpu-01", "H100\"} 1\nfleetbench_agents_connected 999\n#"),
+            row("gpu-02", &"A".repeat(100_000)),
+        ];
+        best.extend((3..=12).map(|i| row(&format!("gpu-{i:02}"), "T4")));
+        let gauges = Gauges {
+            best_throughput: best,
+            ..Gauges::default()
+        };
+        let text = Metrics::default().render(&gauges, 5).expect("render");
+        // One line per series, none forged, none huge.
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("fleetbench_agents_connected 999")),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .all(|l| !l.starts_with('#') || l.starts_with("# ")),
+            "{text}"
+        );
+        assert!(text.lines().all(|l| l.len() < 300), "a line is too long");
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("fleetbench_host_best_throughput"))
+            .count();
+        assert_eq!(series, 5, "{text}");
+        assert!(
+            text.contains("fleetbench_metrics_hosts_omitted 7"),
+            "{text}"
+        );
+        assert_eq!(label_value("a\"b\\c\nd\u{202E}"), "a_b_c_d_");
     }
 }

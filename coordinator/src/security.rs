@@ -1,7 +1,8 @@
-//! How the coordinator admits peers: TLS (and with a client CA, mutual TLS)
-//! on the one gRPC listener, and a bearer token per role. Health and
-//! reflection stay open so that probes and `grpcurl list` work without
-//! secrets; they reveal nothing about the fleet.
+//! How the coordinator admits connections: TLS (and with a client CA, mutual
+//! TLS) on the one gRPC listener. Who a connection's caller is and what it
+//! may do is `auth`'s business. Health and reflection stay open so that
+//! probes and `grpcurl list` work without secrets; they reveal nothing about
+//! the fleet.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,9 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleetbench_proto::security::{
-    Role, SecurityError, Side, Token, TokenGate, explain_tls_failure,
-};
+use fleetbench_proto::security::{SecurityError, Side, explain_tls_failure};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
@@ -19,6 +18,8 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
+
+use crate::auth::AuthSettings;
 
 /// A client that has not finished its handshake by then is dropped, so
 /// half-open connections cannot pile up.
@@ -36,8 +37,8 @@ pub struct ServerTlsFiles {
 #[derive(Debug, Clone, Default)]
 pub struct ServerSecurity {
     pub tls: Option<ServerTlsFiles>,
-    pub agent_token: Option<Token>,
-    pub operator_token: Option<Token>,
+    /// Tokens and certificate roles; its `mutual_tls` follows `tls.client_ca`.
+    pub auth: Arc<AuthSettings>,
 }
 
 fn read(what: &str, path: &std::path::Path) -> Result<Vec<u8>, SecurityError> {
@@ -55,20 +56,27 @@ fn read(what: &str, path: &std::path::Path) -> Result<Vec<u8>, SecurityError> {
 
 impl ServerSecurity {
     /// Refuses settings that would expose the fleet by accident: no TLS on
-    /// an address beyond loopback without `--insecure`, or a client CA
-    /// without a server certificate.
-    pub fn check(&self, listen: SocketAddr, insecure: bool) -> Result<(), SecurityError> {
+    /// an address beyond loopback without `--insecure`, and beyond loopback
+    /// an API that authenticates nobody without `--no-auth`.
+    pub fn check(
+        &self,
+        listen: SocketAddr,
+        insecure: bool,
+        no_auth: bool,
+    ) -> Result<(), SecurityError> {
         if self.tls.is_none() && !listen.ip().is_loopback() && !insecure {
             return Err(SecurityError::Invalid(format!(
                 "refusing to listen on {listen} without TLS: give --tls-cert and --tls-key (try `fleetbench dev-certs DIR`), or --insecure on a network you trust"
             )));
         }
-        if self.tls.is_none() && (self.agent_token.is_some() || self.operator_token.is_some()) {
+        if self.tls.is_none()
+            && (self.auth.agents_authenticated() || self.auth.operators_authenticated())
+        {
             tracing::warn!(
                 "tokens without TLS travel in clear text: anyone who can watch the network can reuse them"
             );
         }
-        Ok(())
+        self.auth.check_exposure(listen, no_auth)
     }
 
     /// The TLS acceptor, or `None` for plain HTTP/2. Reads and checks the
@@ -121,22 +129,6 @@ impl ServerSecurity {
         Ok(Some(TlsAcceptor::from(Arc::new(config))))
     }
 
-    pub fn agent_gate(&self) -> TokenGate {
-        TokenGate::new(
-            Role::Agent,
-            self.agent_token.clone(),
-            self.operator_token.clone(),
-        )
-    }
-
-    pub fn operator_gate(&self) -> TokenGate {
-        TokenGate::new(
-            Role::Operator,
-            self.operator_token.clone(),
-            self.agent_token.clone(),
-        )
-    }
-
     /// One line for the log: what protects this coordinator.
     pub fn describe(&self) -> String {
         let transport = match &self.tls {
@@ -144,12 +136,7 @@ impl ServerSecurity {
             Some(t) if t.client_ca.is_some() => "mutual TLS (client certificates required)",
             Some(_) => "TLS",
         };
-        let token = |t: &Option<Token>| if t.is_some() { "required" } else { "off" };
-        format!(
-            "{transport}; agent token {}, operator token {}",
-            token(&self.agent_token),
-            token(&self.operator_token)
-        )
+        format!("{transport}; {}", self.auth.describe())
     }
 }
 
@@ -239,13 +226,18 @@ mod tests {
         let open = ServerSecurity::default();
         let loopback: SocketAddr = "127.0.0.1:7070".parse().expect("addr");
         let everywhere: SocketAddr = "0.0.0.0:7070".parse().expect("addr");
-        assert!(open.check(loopback, false).is_ok());
+        assert!(open.check(loopback, false, false).is_ok());
         let e = open
-            .check(everywhere, false)
+            .check(everywhere, false, true)
             .expect_err("0.0.0.0 without TLS")
             .to_string();
         assert!(e.contains("--tls-cert") && e.contains("--insecure"), "{e}");
-        assert!(open.check(everywhere, true).is_ok());
+        assert!(open.check(everywhere, true, true).is_ok());
+        let e = open
+            .check(everywhere, true, false)
+            .expect_err("0.0.0.0 without authentication")
+            .to_string();
+        assert!(e.contains("--no-auth"), "{e}");
     }
 
     #[test]

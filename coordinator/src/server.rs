@@ -17,8 +17,10 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::{Access, AgentCaller, require};
 use crate::security::{ServerSecurity, tls_incoming};
 use crate::sweeps::{Coordinator, SweepError, SweepView};
+use fleetbench_common::names::check_host_name;
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -41,16 +43,6 @@ pub struct SessionService {
     coordinator: Arc<Coordinator>,
 }
 
-fn valid_agent_name(name: &str) -> Result<(), Status> {
-    if name.trim().is_empty() || name.len() > 253 || name.chars().any(|c| c.is_control()) {
-        return Err(Status::invalid_argument(format!(
-            "agent name '{}' is not valid: use 1 to 253 printable characters (--name)",
-            name.escape_debug()
-        )));
-    }
-    Ok(())
-}
-
 #[tonic::async_trait]
 impl AgentSession for SessionService {
     type SessionStream = ReceiverStream<Result<v1::CoordinatorMessage, Status>>;
@@ -63,6 +55,13 @@ impl AgentSession for SessionService {
             .remote_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
+        // The gate put it there; a request without one is refused rather
+        // than trusted (see auth::require).
+        let caller = request
+            .extensions()
+            .get::<AgentCaller>()
+            .cloned()
+            .ok_or_else(|| Status::internal("the session was not authenticated"))?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
@@ -81,8 +80,14 @@ impl AgentSession for SessionService {
                 hello.protocol_version
             )));
         }
-        valid_agent_name(&hello.agent_name)?;
+        check_host_name(&hello.agent_name).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let name = hello.agent_name.clone();
+        // A host's name is its identity: only a caller whose certificate or
+        // per-host token carries it may use it.
+        if let Err(why) = caller.may_be(&name) {
+            tracing::warn!(agent = %name, %peer, proof = %caller.proof, "refused an agent using a name it cannot prove");
+            return Err(Status::permission_denied(why));
+        }
         if let Err(refused) = self.coordinator.admit_agent(&name) {
             tracing::warn!(agent = %name, %peer, max_agents = refused.max_agents, "refused an agent: at the session limit");
             return Err(Status::resource_exhausted(refused.to_string()));
@@ -233,8 +238,9 @@ type WatchStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<v1::SweepEvent
 impl Control for ControlService {
     async fn list_agents(
         &self,
-        _: Request<v1::ListAgentsRequest>,
+        request: Request<v1::ListAgentsRequest>,
     ) -> Result<Response<v1::ListAgentsResponse>, Status> {
+        require(&request, Access::Read, "list agents")?;
         Ok(Response::new(v1::ListAgentsResponse {
             agents: self.coordinator.list_agents()?,
         }))
@@ -244,6 +250,7 @@ impl Control for ControlService {
         &self,
         request: Request<v1::StartSweepRequest>,
     ) -> Result<Response<v1::StartSweepResponse>, Status> {
+        require(&request, Access::Full, "start sweeps")?;
         let (sweep_id, hosts) = self.coordinator.start_sweep(request.into_inner())?;
         Ok(Response::new(v1::StartSweepResponse { sweep_id, hosts }))
     }
@@ -254,6 +261,7 @@ impl Control for ControlService {
         &self,
         request: Request<v1::WatchSweepRequest>,
     ) -> Result<Response<Self::WatchSweepStream>, Status> {
+        require(&request, Access::Read, "watch sweeps")?;
         let id = request.into_inner().sweep_id;
         let coordinator = self.coordinator.clone();
         let first = coordinator.view(&id)?;
@@ -307,6 +315,7 @@ impl Control for ControlService {
         &self,
         request: Request<v1::GetSweepRequest>,
     ) -> Result<Response<v1::SweepDetail>, Status> {
+        require(&request, Access::Read, "read sweeps")?;
         let id = request.into_inner().sweep_id;
         let view = self.coordinator.view(&id)?;
         let results = self.coordinator.results(&id)?;
@@ -321,6 +330,7 @@ impl Control for ControlService {
         &self,
         request: Request<v1::ListSweepsRequest>,
     ) -> Result<Response<v1::ListSweepsResponse>, Status> {
+        require(&request, Access::Read, "list sweeps")?;
         let sweeps = self.coordinator.list_sweeps(request.into_inner().limit)?;
         Ok(Response::new(v1::ListSweepsResponse { sweeps }))
     }
@@ -329,6 +339,7 @@ impl Control for ControlService {
         &self,
         request: Request<v1::CancelSweepRequest>,
     ) -> Result<Response<v1::CancelSweepResponse>, Status> {
+        require(&request, Access::Full, "cancel sweeps")?;
         let view = self
             .coordinator
             .cancel_sweep(&request.into_inner().sweep_id)?;
@@ -370,21 +381,21 @@ pub async fn serve(
         })
     };
     let max_message_bytes = coordinator.config.limits.max_message_bytes;
-    // Each API checks its own role's token before any handler runs; health
-    // and reflection stay open for probes.
+    // Each API's gate works out its caller (certificate roles, tokens) before
+    // any handler runs; health and reflection stay open for probes.
     let session = InterceptedService::new(
         AgentSessionServer::new(SessionService {
             coordinator: coordinator.clone(),
         })
         .max_decoding_message_size(max_message_bytes),
-        security.agent_gate(),
+        security.auth.agent_gate(),
     );
     let control = InterceptedService::new(
         ControlServer::new(ControlService {
             coordinator: coordinator.clone(),
         })
         .max_decoding_message_size(max_message_bytes),
-        security.operator_gate(),
+        security.auth.control_gate(),
     );
     // Acks are small writes answered by small writes: without TCP_NODELAY,
     // Nagle's algorithm meets the peer's delayed ACK and each ack waits ~40 ms

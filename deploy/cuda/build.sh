@@ -264,6 +264,10 @@ if [ -n "${CUDA_COMPUTE_CAP:-}" ] && [ "$CUDA_COMPUTE_CAP" != "$cap" ]; then
   echo "note: CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP ignored: the $variant variant is compute $cap" >&2
 fi
 export CUDA_COMPUTE_CAP=$cap
+# candle-kernels' build script (cudaforge) runs nvcc on half the cores by
+# default: one job on a 2-core machine. All of them: its nvcc step (most of a
+# cold check) went from 424 s to 265 s on 2 cores (fleet, measured).
+export CUDAFORGE_THREADS="${CUDAFORGE_THREADS:-$(nproc)}"
 export CUDA_HOME="$cuda_home" CUDA_PATH="$cuda_home" NVCC="$cuda_home/bin/nvcc"
 export PATH="$cuda_home/bin:$PATH"
 export LIBRARY_PATH="$cuda_home/lib:$cuda_home/lib/stubs${LIBRARY_PATH:+:$LIBRARY_PATH}"

@@ -2,10 +2,9 @@
 //! file or an environment variable, checked in constant time), the client
 //! side of TLS and mutual TLS, and one-line explanations of TLS failures.
 //!
-//! Two tokens, two roles: agents present the agent token on the session
-//! stream, operators the operator token on the control API. Keeping them
-//! apart means a compromised GPU host can report results but cannot start,
-//! cancel or read sweeps.
+//! Agents present an agent token on the session stream, operators an
+//! operator token on the control API; which token (or client certificate)
+//! admits what is decided by the coordinator (its `auth` module).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -35,30 +34,6 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, SecurityError> {
         path: path.to_path_buf(),
         source,
     })
-}
-
-/// Which side of the fleet a token belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Agent,
-    Operator,
-}
-
-impl Role {
-    fn noun(self) -> &'static str {
-        match self {
-            Role::Agent => "agent",
-            Role::Operator => "operator",
-        }
-    }
-
-    /// Where a client of this role takes its token from.
-    pub fn client_hint(self) -> &'static str {
-        match self {
-            Role::Agent => "--token-file FILE or FLEETBENCH_AGENT_TOKEN",
-            Role::Operator => "--operator-token-file FILE or FLEETBENCH_OPERATOR_TOKEN",
-        }
-    }
 }
 
 /// A bearer token. Its `Debug` never shows the secret.
@@ -176,69 +151,17 @@ impl Interceptor for BearerAuth {
     }
 }
 
-/// Server side: admits a request only with the token of `role`. With no
-/// token configured for the role, everything is admitted (a loopback-only
-/// or trusted-network coordinator).
-#[derive(Debug, Clone)]
-pub struct TokenGate {
-    role: Role,
-    expected: Option<Token>,
-    /// The other role's token, recognised only to say what went wrong.
-    other: Option<Token>,
-}
-
-impl TokenGate {
-    pub fn new(role: Role, expected: Option<Token>, other: Option<Token>) -> TokenGate {
-        TokenGate {
-            role,
-            expected,
-            other,
-        }
-    }
-
-    /// Checks the request's metadata; the error says what to fix.
-    pub fn check(&self, metadata: &MetadataMap) -> Result<(), Status> {
-        let Some(expected) = &self.expected else {
-            return Ok(());
-        };
-        let noun = self.role.noun();
-        let Some(value) = metadata.get("authorization") else {
-            return Err(Status::unauthenticated(format!(
-                "this coordinator requires the {noun} token: give it with {}",
-                self.role.client_hint()
-            )));
-        };
-        let presented = value
+/// Server side: the token a request presents (`authorization: Bearer
+/// TOKEN`); `Some("")` when the header is there but malformed. Which token
+/// admits what is the server's business (the coordinator's `auth` module).
+pub fn presented_token(metadata: &MetadataMap) -> Option<&str> {
+    metadata.get("authorization").map(|value| {
+        value
             .to_str()
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if expected.matches(presented) {
-            return Ok(());
-        }
-        if self.other.as_ref().is_some_and(|o| o.matches(presented)) {
-            let other = match self.role {
-                Role::Agent => Role::Operator,
-                Role::Operator => Role::Agent,
-            };
-            return Err(Status::permission_denied(format!(
-                "the {} token was given where the {noun} token is needed: give the {noun} token with {}",
-                other.noun(),
-                self.role.client_hint()
-            )));
-        }
-        Err(Status::unauthenticated(format!(
-            "the {noun} token was rejected: check {} against the coordinator's",
-            self.role.client_hint()
-        )))
-    }
-}
-
-impl Interceptor for TokenGate {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        self.check(request.metadata())?;
-        Ok(request)
-    }
+            .unwrap_or("")
+    })
 }
 
 /// The files a client uses for TLS: the CA that signed the coordinator's
@@ -498,33 +421,13 @@ mod tests {
     }
 
     #[test]
-    fn the_gate_names_each_refusal() {
-        let agent = token("agent-token-0123456789");
-        let operator = token("operator-token-0123456789");
-        let gate = TokenGate::new(Role::Agent, Some(agent.clone()), Some(operator.clone()));
-        assert!(
-            gate.check(&with_auth("Bearer agent-token-0123456789"))
-                .is_ok()
+    fn the_presented_token_is_read_from_the_bearer_header() {
+        assert_eq!(
+            presented_token(&with_auth("Bearer agent-token-0123456789")),
+            Some("agent-token-0123456789")
         );
-
-        let missing = gate.check(&MetadataMap::new()).expect_err("no token");
-        assert_eq!(missing.code(), tonic::Code::Unauthenticated);
-        assert!(missing.message().contains("requires the agent token"));
-
-        let wrong = gate
-            .check(&with_auth("Bearer agent-token-0123456788"))
-            .expect_err("wrong token");
-        assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
-        assert!(wrong.message().contains("agent token was rejected"));
-
-        let swapped = gate
-            .check(&with_auth("Bearer operator-token-0123456789"))
-            .expect_err("operator token on the agent API");
-        assert_eq!(swapped.code(), tonic::Code::PermissionDenied);
-        assert!(swapped.message().contains("operator token was given"));
-
-        let open = TokenGate::new(Role::Operator, None, Some(agent));
-        assert!(open.check(&MetadataMap::new()).is_ok());
+        assert_eq!(presented_token(&with_auth("Basic abc")), Some(""));
+        assert_eq!(presented_token(&MetadataMap::new()), None);
     }
 
     #[test]

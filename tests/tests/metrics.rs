@@ -23,7 +23,12 @@ fn metrics_count_agents_sweeps_results_and_ack_latency() {
     let mut coordinator = CoordinatorProc::start(
         &dir.path().join("data"),
         None,
-        &["--metrics-listen", "127.0.0.1:0"],
+        &[
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--metrics-refresh",
+            "0.2",
+        ],
     );
     let metrics = coordinator.metrics_url.clone().expect("metrics address");
 

@@ -12,6 +12,9 @@ fn dev_certs(dir: &Path) -> PathBuf {
     let out = Command::new(bin("fleetbench"))
         .arg("dev-certs")
         .arg(dir)
+        .args([
+            "--agent", "gpu-a", "--agent", "refused", "--agent", "intruder",
+        ])
         .output()
         .expect("run dev-certs");
     assert!(out.status.success(), "dev-certs: {}", text(&out));
@@ -90,7 +93,7 @@ fn mutual_tls_and_tokens_admit_the_right_peers_and_name_every_refusal() {
 
     // The right agent gets in.
     let agent_args = with(
-        tls("agent", &certs),
+        tls("agent-gpu-a", &certs),
         &[
             "--token-file",
             &path(&certs, "agent.token"),
@@ -146,7 +149,7 @@ fn mutual_tls_and_tokens_admit_the_right_peers_and_name_every_refusal() {
             "the operator token was given where the agent token is needed",
         ),
     ] {
-        let mut args = tls("agent", &certs);
+        let mut args = tls("agent-refused", &certs);
         if let Some(t) = token {
             args.extend(["--token-file".to_string(), t.to_string()]);
         }
@@ -156,7 +159,7 @@ fn mutual_tls_and_tokens_admit_the_right_peers_and_name_every_refusal() {
     }
 
     // An agent that does not trust the coordinator's certificate says so and stops.
-    let mut args = tls("agent", &certs);
+    let mut args = tls("agent-refused", &certs);
     args[1] = path(&stranger, "ca.pem");
     args.extend(["--token-file".into(), path(&certs, "agent.token")]);
     let (code, log) = refused_agent(&url, &dir.path().join("spool-refused"), &args);
@@ -169,7 +172,7 @@ fn mutual_tls_and_tokens_admit_the_right_peers_and_name_every_refusal() {
     // A certificate from another CA never gets a session; the coordinator
     // logs why and the agent is told what to fix.
     let stranger_args = with(
-        tls("agent", &stranger),
+        tls("agent-intruder", &stranger),
         &[
             "--token-file",
             &path(&certs, "agent.token"),
@@ -252,7 +255,7 @@ fn mutual_tls_and_tokens_admit_the_right_peers_and_name_every_refusal() {
 }
 
 #[test]
-fn a_coordinator_without_tls_listens_beyond_loopback_only_when_told_insecure() {
+fn beyond_loopback_a_coordinator_needs_tls_and_authentication_or_says_it_goes_without() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = Command::new(bin("fleetbench"))
         .args(["serve", "--listen", "0.0.0.0:0", "--data"])
@@ -267,8 +270,30 @@ fn a_coordinator_without_tls_listens_beyond_loopback_only_when_told_insecure() {
             && said.lines().count() == 1,
         "{said}"
     );
-    let coordinator =
-        CoordinatorProc::start(&dir.path().join("data"), Some("0.0.0.0:0"), &["--insecure"]);
+    // Plain and open to everyone: refused unless --no-auth says so too.
+    let out = Command::new(bin("fleetbench"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--insecure", "--data"])
+        .arg(dir.path().join("data"))
+        .output()
+        .expect("run serve");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("with no authentication for agents")
+            && text(&out).contains("--no-auth"),
+        "{}",
+        text(&out)
+    );
+    let coordinator = CoordinatorProc::start(
+        &dir.path().join("data"),
+        Some("0.0.0.0:0"),
+        &["--insecure", "--no-auth"],
+    );
+    // Said at every start.
+    wait_until(Duration::from_secs(10), "the --no-auth warning", || {
+        coordinator
+            .log_text()
+            .contains("--no-auth: anyone who reaches this port")
+    });
     assert!(
         coordinator.addr.starts_with("0.0.0.0:"),
         "{}",
