@@ -16,6 +16,7 @@ use crate::bench::run_bench;
 use crate::client::{AgentConfig, Backend, run_agent};
 use crate::devices::{SystemCuda, resolve_devices};
 use crate::model::{LoadedModel, ModelRequest};
+use crate::policy::ModelPolicy;
 use crate::probe::{NvmlProbe, host_inventory};
 use crate::simulate::SimulatedGpu;
 use clap::{Parser, Subcommand};
@@ -119,6 +120,15 @@ enum Command {
         /// sweep pauses until the coordinator acknowledges some.
         #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
         max_spool_mb: u64,
+        /// A hub model a coordinator's sweep may make this agent load
+        /// (`*` matches anything; repeat for more). Default: the SST-2
+        /// DistilBERT only.
+        #[arg(long = "allow-model", value_name = "PATTERN")]
+        allow_models: Vec<String>,
+        /// A directory whose model directories a sweep may name (repeat for
+        /// more). Default: none; a sweep never opens local paths otherwise.
+        #[arg(long = "allow-model-dir", value_name = "DIR")]
+        allow_model_dirs: Vec<PathBuf>,
         /// Answer sweeps from a performance model of this GPU (T4, A10, L4, L40S,
         /// A100-40GB, A100-80GB, H100-PCIe, H100-SXM, H200, B200) instead of running
         /// candle. Every output says "simulated".
@@ -226,6 +236,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             token_file,
             once,
             max_spool_mb,
+            allow_models,
+            allow_model_dirs,
             simulate,
             simulate_slowdown,
             simulate_cause,
@@ -259,6 +271,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config.token = Token::load(token_file.as_deref(), "FLEETBENCH_AGENT_TOKEN")?;
             config.once = once;
             config.max_spool_bytes = max_spool_mb << 20;
+            config.policy =
+                ModelPolicy::new(allow_models, &allow_model_dirs).map_err(anyhow::Error::msg)?;
             if !(max_backoff.is_finite() && max_backoff > 0.0) {
                 anyhow::bail!("--max-backoff must be a positive number of seconds");
             }

@@ -27,6 +27,7 @@ use tonic::Code;
 use tonic::transport::Endpoint;
 
 use crate::devices::{self, SystemCuda};
+use crate::policy::{CrashMarker, MAX_CRASHES_PER_POINT, ModelPolicy, RunningPoint};
 use crate::probe::{GpuProbe, host_inventory, process_memory};
 use crate::runner::{self, RunEvent};
 use crate::simulate::SimulatedGpu;
@@ -63,6 +64,8 @@ pub struct AgentConfig {
     /// benchmark waits (before its next point) for acknowledgements instead
     /// of filling the disk while the coordinator is away.
     pub max_spool_bytes: u64,
+    /// Which models a coordinator's sweep may make this agent load.
+    pub policy: ModelPolicy,
 }
 
 impl AgentConfig {
@@ -83,6 +86,7 @@ impl AgentConfig {
             token: None,
             once: false,
             max_spool_bytes: 256 << 20,
+            policy: ModelPolicy::default(),
         }
     }
 }
@@ -150,6 +154,19 @@ pub async fn run_agent(
         }
         Backend::Simulated(sim) => sim.inventory(&config.name),
     };
+    let marker = CrashMarker::in_dir(&config.spool_dir);
+    match marker.settle() {
+        Ok(Some(point)) => tracing::warn!(
+            sweep = %point.sweep_id,
+            device = %point.device_id,
+            batch = point.batch_size,
+            "this agent died while measuring a point last time: that point will not be run again"
+        ),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or record the point that was running at the last crash")
+        }
+    }
     let (job_tx, mut job_rx) = mpsc::unbounded_channel();
     let mut agent = Agent {
         config,
@@ -400,12 +417,27 @@ impl Agent {
             Ok(s) => s,
             Err(e) => return self.finish_at_once(&run.sweep_id, e.to_string(), out).await,
         };
+        // The agent's own policy decides what a remote spec may load.
+        if let Err(refused) = self.config.policy.check(&spec) {
+            return self.finish_at_once(&run.sweep_id, refused, out).await;
+        }
         let mut done: HashSet<(String, usize)> = run
             .completed
             .iter()
             .map(|k| (k.device_id.clone(), k.batch_size as usize))
             .collect();
         done.extend(self.spool.points_of(&run.sweep_id));
+        // Points that killed this agent before are not run again: the
+        // sweep ends failed with why, instead of the agent crash-looping.
+        let marker = CrashMarker::in_dir(&self.config.spool_dir);
+        let mut crashed = Vec::new();
+        for (device_id, batch_size) in marker.given_up_in(&run.sweep_id) {
+            if done.insert((device_id.clone(), batch_size)) {
+                crashed.push(format!(
+                    "{device_id} batch {batch_size}: the agent died while measuring this point {MAX_CRASHES_PER_POINT} times (out of memory, or a driver fault?) and does not run it again"
+                ));
+            }
+        }
         tracing::info!(sweep = %run.sweep_id, spec = %spec.summary(), already_done = done.len(), "starting sweep");
         let cancel = Arc::new(AtomicBool::new(false));
         let ctx = JobContext {
@@ -419,6 +451,8 @@ impl Agent {
             events: self.job_tx.clone(),
             spool_bytes: self.spool.usage(),
             max_spool_bytes: self.config.max_spool_bytes,
+            marker,
+            crashed,
         };
         let thread = std::thread::Builder::new()
             .name(format!("sweep-{}", run.sweep_id))
@@ -479,6 +513,10 @@ struct JobContext {
     events: mpsc::UnboundedSender<JobEvent>,
     spool_bytes: Arc<std::sync::atomic::AtomicU64>,
     max_spool_bytes: u64,
+    /// Names the point being measured on disk while it runs.
+    marker: CrashMarker,
+    /// Why points were left out: they crashed the agent before.
+    crashed: Vec<String>,
 }
 
 impl JobContext {
@@ -505,8 +543,30 @@ impl JobContext {
         let environment: v1::RunEnvironment = (&runner::environment()).into();
         let sweep_id = self.sweep_id.clone();
         let events = self.events.clone();
+        let marker = self.marker.clone();
         let mut sink = |ev: RunEvent| {
             let is_point = matches!(ev, RunEvent::Point { .. });
+            match &ev {
+                // A point's first phase after loading: from here until its
+                // result, a crash is this point's doing.
+                RunEvent::Progress {
+                    device_id,
+                    batch_size,
+                    phase: runner::Phase::Warmup | runner::Phase::Timed,
+                    ..
+                } => {
+                    let running = RunningPoint {
+                        sweep_id: sweep_id.clone(),
+                        device_id: device_id.clone(),
+                        batch_size: *batch_size,
+                    };
+                    if let Err(e) = marker.begin(&running) {
+                        tracing::warn!(error = %e, "cannot mark the running point on disk");
+                    }
+                }
+                RunEvent::Point { .. } => marker.end(),
+                RunEvent::Progress { .. } => {}
+            }
             let _ = events.send(match ev {
                 RunEvent::Progress {
                     device_id,
@@ -539,7 +599,7 @@ impl JobContext {
                 self.wait_for_spool_room();
             }
         };
-        let mut errors = Vec::new();
+        let mut errors = self.crashed.clone();
         let mut notes = Vec::new();
         match &self.backend {
             Backend::Simulated(sim) => {
@@ -583,6 +643,7 @@ impl JobContext {
                 }
             }
         }
+        self.marker.end();
         if self.cancel.load(Ordering::Relaxed) {
             errors.push("cancelled".to_string());
         }

@@ -16,6 +16,7 @@ pub mod devices;
 pub mod gpu;
 pub mod model;
 pub mod plan;
+pub mod policy;
 pub mod probe;
 pub mod profile;
 pub mod runner;

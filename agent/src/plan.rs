@@ -128,6 +128,64 @@ pub fn check_kernel_limits(
     })
 }
 
+/// An upper estimate of the memory one forward pass of `batch` x `seq_len`
+/// needs beyond the weights, in bytes of `dtype_bytes`-sized elements: the
+/// live activations of one layer at its widest point (the attention scores
+/// and their softmax, the fused q/k/v, the feed-forward's two halves, the
+/// residual stream), twice over for the allocator's slack.
+pub fn activation_bytes(model: &ModelInfo, batch: usize, seq_len: usize, dtype_bytes: u64) -> u64 {
+    let (b, s) = (batch as u64, seq_len as u64);
+    let (h, heads, ff) = (
+        model.hidden_size as u64,
+        model.heads as u64,
+        model.intermediate_size as u64,
+    );
+    let per_sample = 2 * heads * s * s + s * (3 * h + 2 * ff + 4 * h);
+    b.saturating_mul(per_sample)
+        .saturating_mul(dtype_bytes)
+        .saturating_mul(2)
+}
+
+/// A point that cannot fit in the memory the device has free.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error(
+    "batch {batch} x seq {seq_len} needs about {needed_mib} MiB for activations but only {free_mib} MiB is free on this device: use a batch size of at most {max_batch}"
+)]
+pub struct MemoryLimitError {
+    pub batch: usize,
+    pub seq_len: usize,
+    pub needed_mib: u64,
+    pub free_mib: u64,
+    pub max_batch: u64,
+}
+
+/// Refuses a point whose activations would not fit in `free_bytes` (when
+/// known): better a clear refusal than an out-of-memory kill that takes the
+/// agent, and every other point, with it.
+pub fn check_memory(
+    model: &ModelInfo,
+    batch: usize,
+    seq_len: usize,
+    dtype_bytes: u64,
+    free_bytes: Option<u64>,
+) -> Result<(), MemoryLimitError> {
+    let Some(free) = free_bytes else {
+        return Ok(());
+    };
+    let needed = activation_bytes(model, batch, seq_len, dtype_bytes);
+    if needed <= free {
+        return Ok(());
+    }
+    let per_sample = activation_bytes(model, 1, seq_len, dtype_bytes).max(1);
+    Err(MemoryLimitError {
+        batch,
+        seq_len,
+        needed_mib: needed >> 20,
+        free_mib: free >> 20,
+        max_batch: free / per_sample,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,5 +292,22 @@ mod tests {
         let err = check_kernel_limits(&model, 65_536, 8, DeviceKind::Cuda).expect_err("too big");
         assert!(err.tensor.contains("feed-forward"), "{}", err.tensor);
         assert_eq!(err.max_batch, CUDA_MAX_ELEMENTS / (8 * 3072 * 4));
+    }
+
+    #[test]
+    fn a_point_that_cannot_fit_is_refused_with_the_batch_that_would() {
+        let model = distilbert();
+        // DistilBERT base, seq 128, f32: 2 x (2 x 12 x 128² + 128 x 11 x 768)
+        // x 4 bytes = 14.9 MB per sample.
+        let one = activation_bytes(&model, 1, 128, 4);
+        assert_eq!(one, 14_942_208);
+        assert!(check_memory(&model, 128, 128, 4, Some(16 << 30)).is_ok());
+        assert!(
+            check_memory(&model, 65_536, 512, 4, None).is_ok(),
+            "unknown: not refused"
+        );
+        let e = check_memory(&model, 65_536, 512, 4, Some(16 << 30)).expect_err("too big");
+        assert!(e.max_batch > 0 && e.max_batch < 65_536, "{e:?}");
+        assert!(e.to_string().contains("use a batch size of at most"), "{e}");
     }
 }

@@ -19,7 +19,7 @@ use thiserror::Error;
 pub use crate::devices::ResolvedDevice;
 use crate::gpu::sampler::{SAMPLE_INTERVAL, sample_while, summarise};
 use crate::model::{LoadedModel, ModelError, ModelRequest};
-use crate::plan::{TimingError, TimingPlan, check_kernel_limits};
+use crate::plan::{TimingError, TimingPlan, check_kernel_limits, check_memory};
 use crate::probe::{GpuProbe, process_memory};
 
 /// Sentences the sweep classifies: real text through the real tokenizer,
@@ -159,33 +159,46 @@ pub fn run_device(
                 total,
             })
         };
-        let outcome =
-            match check_kernel_limits(model.info(), batch, spec.seq_len, device.description.kind) {
-                Err(refused) => PointOutcome::Failed {
-                    error: refused.to_string(),
-                },
-                Ok(()) => match measure_point(
-                    &model,
-                    spec,
-                    &plan,
+        let dtype_bytes = match spec.dtype {
+            fleetbench_common::Precision::F32 => 4,
+            _ => 2,
+        };
+        let fits = check_kernel_limits(model.info(), batch, spec.seq_len, device.description.kind)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                check_memory(
+                    model.info(),
                     batch,
-                    device,
-                    gpu,
-                    cancel,
-                    &mut progress,
-                ) {
-                    Ok(measured) => {
-                        if let Some(note) = measured.note
-                            && !notes.contains(&note)
-                        {
-                            notes.push(note);
-                        }
-                        PointOutcome::Measured(measured.stats)
+                    spec.seq_len,
+                    dtype_bytes,
+                    free_memory(device, gpu),
+                )
+                .map_err(|e| e.to_string())
+            });
+        let outcome = match fits {
+            Err(error) => PointOutcome::Failed { error },
+            Ok(()) => match measure_point(
+                &model,
+                spec,
+                &plan,
+                batch,
+                device,
+                gpu,
+                cancel,
+                &mut progress,
+            ) {
+                Ok(measured) => {
+                    if let Some(note) = measured.note
+                        && !notes.contains(&note)
+                    {
+                        notes.push(note);
                     }
-                    Err(_) if cancel.load(Ordering::Relaxed) => break,
-                    Err(error) => PointOutcome::Failed { error },
-                },
-            };
+                    PointOutcome::Measured(measured.stats)
+                }
+                Err(_) if cancel.load(Ordering::Relaxed) => break,
+                Err(error) => PointOutcome::Failed { error },
+            },
+        };
         let point = PointResult {
             batch_size: batch,
             seq_len: spec.seq_len,
@@ -204,6 +217,30 @@ pub fn run_device(
         notes,
         points,
     })
+}
+
+/// Memory free on `device` now (after the model's weights are loaded):
+/// the host's available memory for the CPU, NVML's total minus used for a
+/// GPU; `None` when it cannot be read (the point is then not refused).
+fn free_memory(device: &ResolvedDevice, gpu: &dyn GpuProbe) -> Option<u64> {
+    match device.nvml_index {
+        None => {
+            let mut system = sysinfo::System::new().ok()?;
+            system.refresh_memory();
+            Some(system.available_memory()).filter(|m| *m > 0)
+        }
+        Some(index) => {
+            let total = gpu
+                .gpus()
+                .ok()?
+                .gpus
+                .iter()
+                .find(|g| g.index == index)?
+                .memory_total_bytes;
+            let used = gpu.sample(index)?.device_used_bytes?;
+            Some(total.saturating_sub(used))
+        }
+    }
 }
 
 /// A measured point, and a fact about how it was measured that the report

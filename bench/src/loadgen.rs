@@ -493,6 +493,9 @@ async fn run_one(
         let s = control
             .get_sweep(v1::GetSweepRequest {
                 sweep_id: started_sweep.sweep_id.clone(),
+                // Only the summary is read: one result keeps the answer small.
+                page_size: 1,
+                ..Default::default()
             })
             .await
             .map(|r| r.into_inner().sweep.unwrap_or_default())

@@ -19,6 +19,16 @@ use thiserror::Error;
 /// Longest host name: the length limit of a DNS name (RFC 1035).
 pub const MAX_HOST_NAME_LEN: usize = 253;
 
+/// Longest short text from an agent (a GPU or CPU model, a driver version,
+/// a device's progress line), in characters, after cleaning.
+pub const SHORT_TEXT: usize = 128;
+/// Longest long text from an agent (an error message, a note).
+pub const LONG_TEXT: usize = 2000;
+/// Most notes kept from one message.
+pub const MAX_NOTES: usize = 32;
+/// Most GPUs kept from one host's inventory (the largest nodes have 16).
+pub const MAX_GPUS: usize = 64;
+
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum HostNameError {
     #[error("the host name is empty: give a name such as gpu-07 (--name)")]

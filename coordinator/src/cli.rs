@@ -156,6 +156,10 @@ struct ServeArgs {
     /// Seconds between agent heartbeats.
     #[arg(long, default_value_t = 5.0)]
     heartbeat_interval: f64,
+    /// Forget agents not seen for this long (e.g. 30d, 12h) unless a running
+    /// sweep waits for them.
+    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+    agent_retention: Duration,
     /// Seconds a host may take for a sweep unless the sweep says otherwise.
     #[arg(long, default_value_t = 3600)]
     default_deadline: u64,
@@ -383,6 +387,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (security, config) = serve_settings(args)?;
     let coordinator = Coordinator::open(config)
         .with_context(|| format!("cannot open the store in {}", data.display()))?;
+    coordinator
+        .write_missing_reports()
+        .context("cannot write the reports of an ended sweep")?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -453,6 +460,7 @@ fn serve_settings(args: ServeArgs) -> anyhow::Result<(ServerSecurity, Coordinato
         max_results_per_sweep,
         max_results_per_host,
         heartbeat_interval,
+        agent_retention,
         default_deadline,
         prices,
         protocol_version,
@@ -488,6 +496,7 @@ fn serve_settings(args: ServeArgs) -> anyhow::Result<(ServerSecurity, Coordinato
     config.heartbeat_interval = heartbeat_interval;
     config.heartbeat_timeout = config.heartbeat_interval * 3;
     config.default_deadline = Duration::from_secs(default_deadline.max(1));
+    config.agent_retention = agent_retention;
     config.protocol_version = protocol_version;
     config.limits = Limits {
         max_agents: max_agents as usize,

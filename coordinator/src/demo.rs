@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use fleetbench_agent::client::{AgentConfig, Backend, run_agent};
+use fleetbench_agent::policy::ModelPolicy;
 use fleetbench_agent::probe::{GpuProbe, NvmlProbe};
 use fleetbench_common::{SweepSpec, WeightsChoice};
 use fleetbench_proto::v1;
@@ -88,14 +89,28 @@ pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
     let probe = Arc::new(NvmlProbe::new());
     let has_gpu = fleetbench_agent::runner::CUDA_COMPILED
         && probe.gpus().is_ok_and(|list| !list.gpus.is_empty());
-    let name = sysinfo::System::host_name().unwrap_or_else(|_| "localhost".into());
+    // A host name outside the fleet's character set (see
+    // `fleetbench_common::names`) would be refused: the demo is `localhost`.
+    let name = sysinfo::System::host_name()
+        .ok()
+        .filter(|n| fleetbench_common::names::check_host_name(n).is_ok())
+        .unwrap_or_else(|| "localhost".into());
     let agent = {
-        let config = AgentConfig::new(
+        let mut config = AgentConfig::new(
             url.clone(),
             name.clone(),
             opts.data_dir.join("agent-spool"),
             Backend::Real(probe),
         );
+        // The demo's user is the host's owner: the model they named is allowed.
+        let model_dir = Path::new(&opts.model);
+        let dirs: Vec<PathBuf> = if model_dir.is_dir() {
+            vec![model_dir.to_path_buf()]
+        } else {
+            Vec::new()
+        };
+        config.policy =
+            ModelPolicy::new(vec![opts.model.clone()], &dirs).map_err(anyhow::Error::msg)?;
         let stop = stop_rx.clone();
         tokio::spawn(async move { run_agent(config, stop).await })
     };

@@ -74,11 +74,17 @@ impl ControlTarget {
 
 pub type OperatorClient = ControlClient<InterceptedService<Channel, BearerAuth>>;
 
+/// Largest answer the operator's commands accept: a big fleet's host list
+/// (one `WatchSweep` event, the first `GetSweep` page) passes tonic's 4 MB
+/// default; results come in pages well under it.
+const MAX_ANSWER_BYTES: usize = 64 << 20;
+
 pub async fn connect(target: &ControlTarget) -> Result<OperatorClient, OperatorError> {
     Ok(ControlClient::with_interceptor(
         channel(target).await?,
         BearerAuth::new(target.token.as_ref()),
-    ))
+    )
+    .max_decoding_message_size(MAX_ANSWER_BYTES))
 }
 
 async fn channel(target: &ControlTarget) -> Result<Channel, OperatorError> {
@@ -322,14 +328,36 @@ pub async fn sweeps(target: &ControlTarget) -> Result<String, OperatorError> {
     ))
 }
 
-pub async fn show(target: &ControlTarget, sweep_id: &str) -> Result<String, OperatorError> {
-    let mut client = connect(target).await?;
-    let d = client
+/// A sweep with all its results, page after page (see `GetSweepRequest`).
+pub async fn get_sweep(
+    client: &mut OperatorClient,
+    sweep_id: &str,
+) -> Result<v1::SweepDetail, OperatorError> {
+    let mut detail = client
         .get_sweep(v1::GetSweepRequest {
             sweep_id: sweep_id.to_string(),
+            ..Default::default()
         })
         .await?
         .into_inner();
+    while !detail.next_page_token.is_empty() {
+        let page = client
+            .get_sweep(v1::GetSweepRequest {
+                sweep_id: sweep_id.to_string(),
+                page_token: std::mem::take(&mut detail.next_page_token),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        detail.results.extend(page.results);
+        detail.next_page_token = page.next_page_token;
+    }
+    Ok(detail)
+}
+
+pub async fn show(target: &ControlTarget, sweep_id: &str) -> Result<String, OperatorError> {
+    let mut client = connect(target).await?;
+    let d = get_sweep(&mut client, sweep_id).await?;
     let s = d.sweep.unwrap_or_default();
     let mut out = format!("sweep {} ({})\n", s.sweep_id, s.state);
     if let Some(spec) = s.spec.clone().and_then(|p| SweepSpec::try_from(p).ok()) {
@@ -399,12 +427,7 @@ pub async fn compare(
     let mut client = connect(target).await?;
     let mut points = Vec::new();
     for id in [before, after] {
-        let detail = client
-            .get_sweep(v1::GetSweepRequest {
-                sweep_id: id.to_string(),
-            })
-            .await?
-            .into_inner();
+        let detail = get_sweep(&mut client, id).await?;
         points.push(device_points(&detail.results));
     }
     Ok(fleetbench_report::compare::compare(

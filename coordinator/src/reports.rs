@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use fleetbench_common::{HostInventory, MachineReport, PointResult};
 use fleetbench_report::compare::{DevicePoints, compare};
 use fleetbench_report::{
-    FleetOptions, FleetReport, HostOutcome, PriceTable, ReportError, safe_file_stem,
-    write_fleet_reports, write_machine_reports,
+    FleetOptions, FleetReport, HostOutcome, PriceTable, ReportError, machine_report_stems,
+    safe_file_stem, write_fleet_reports, write_machine_reports,
 };
 use thiserror::Error;
 
@@ -174,20 +174,12 @@ pub fn write_sweep_reports(
 ) -> Result<PathBuf, ReportsError> {
     let dir = data_dir.join("reports").join(safe_file_stem(sweep_id));
     let (machines, fleet) = build_sweep_reports(store, sweep_id, prices)?;
-    let mut per_host: BTreeMap<&str, usize> = BTreeMap::new();
-    for m in &machines {
-        *per_host.entry(m.host.hostname.as_str()).or_default() += 1;
-    }
-    for m in &machines {
-        let stem = if per_host.get(m.host.hostname.as_str()).copied().unwrap_or(0) > 1 {
-            format!(
-                "{}-{}",
-                safe_file_stem(&m.host.hostname),
-                m.device.file_stem()
-            )
-        } else {
-            safe_file_stem(&m.host.hostname)
-        };
+    let keys: Vec<(&str, String)> = machines
+        .iter()
+        .map(|m| (m.host.hostname.as_str(), m.device.file_stem()))
+        .collect();
+    let keys: Vec<(&str, &str)> = keys.iter().map(|(h, d)| (*h, d.as_str())).collect();
+    for (m, stem) in machines.iter().zip(machine_report_stems(&keys)) {
         write_machine_reports(&dir, &stem, m)?;
     }
     write_fleet_reports(&dir, &fleet)?;

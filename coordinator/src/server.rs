@@ -28,7 +28,9 @@ impl From<SweepError> for Status {
     fn from(e: SweepError) -> Status {
         match &e {
             SweepError::NotFound(_) => Status::not_found(e.to_string()),
-            SweepError::Invalid(_) => Status::invalid_argument(e.to_string()),
+            SweepError::Invalid(_) | SweepError::BadRequest(_) => {
+                Status::invalid_argument(e.to_string())
+            }
             SweepError::NoHosts(_) => Status::failed_precondition(e.to_string()),
             SweepError::Store(_)
             | SweepError::Write { .. }
@@ -316,13 +318,22 @@ impl Control for ControlService {
         request: Request<v1::GetSweepRequest>,
     ) -> Result<Response<v1::SweepDetail>, Status> {
         require(&request, Access::Read, "read sweeps")?;
-        let id = request.into_inner().sweep_id;
+        let request = request.into_inner();
+        let id = request.sweep_id;
         let view = self.coordinator.view(&id)?;
-        let results = self.coordinator.results(&id)?;
+        let (results, next_page_token) =
+            self.coordinator
+                .results_page(&id, request.page_size, &request.page_token)?;
         Ok(Response::new(v1::SweepDetail {
             sweep: Some(view.summary),
-            hosts: view.hosts,
+            // With the first page only: a big fleet's hosts are a page's worth.
+            hosts: if request.page_token.is_empty() {
+                view.hosts
+            } else {
+                Vec::new()
+            },
             results,
+            next_page_token,
         }))
     }
 
@@ -372,10 +383,18 @@ pub async fn serve(
         let coordinator = coordinator.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let mut last_prune: Option<tokio::time::Instant> = None;
             loop {
                 tick.tick().await;
                 if let Err(e) = coordinator.check_deadlines() {
                     tracing::error!(error = %e, "deadline check failed");
+                }
+                // At start, then hourly: cheap, and the table stays bounded.
+                if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
+                    last_prune = Some(tokio::time::Instant::now());
+                    if let Err(e) = coordinator.prune_agents() {
+                        tracing::error!(error = %e, "pruning stale agents failed");
+                    }
                 }
             }
         })

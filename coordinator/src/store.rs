@@ -180,6 +180,14 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE sweeps ADD COLUMN options_json TEXT NOT NULL DEFAULT '{}';",
 ];
 
+/// A result's key within its sweep: where a page of results ends.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ResultKey {
+    pub host: String,
+    pub device_id: String,
+    pub batch_size: i64,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentRow {
     pub name: String,
@@ -430,6 +438,30 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets agents last seen before `before_ms` that no running sweep
+    /// waits for; `keep` (the connected ones) are never forgotten. The
+    /// table would otherwise grow with every name anyone ever connected as.
+    /// Returns how many were removed.
+    pub fn prune_agents(&self, before_ms: i64, keep: &[String]) -> Result<usize, StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let stale: Vec<String> = {
+                let mut st = tx.prepare(
+                    "SELECT name FROM agents WHERE last_seen_ms < ?1
+                     AND name NOT IN (SELECT host FROM sweep_hosts WHERE state = ?2)",
+                )?;
+                let rows = st.query_map(params![before_ms, HostState::Running], |r| r.get(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let mut removed = 0;
+            for name in stale.iter().filter(|n| !keep.contains(n)) {
+                removed += tx.execute("DELETE FROM agents WHERE name = ?1", params![name])?;
+            }
+            tx.commit()?;
+            Ok(removed)
+        })
+    }
+
     pub fn agents(&self) -> Result<Vec<AgentRow>, StoreError> {
         self.with(|c| {
             let mut st = c.prepare("SELECT name, agent_version, inventory_json, simulated, last_seen_ms FROM agents ORDER BY name")?;
@@ -543,6 +575,18 @@ impl Store {
                 sweep_row,
             )
             .optional()
+        })
+    }
+
+    /// Ended sweeps whose reports were never recorded as written (the
+    /// coordinator stopped between a sweep's end and its reports).
+    pub fn ended_sweeps_without_reports(&self) -> Result<Vec<String>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id FROM sweeps WHERE state != ?1 AND reports_dir IS NULL ORDER BY created_ms",
+            )?;
+            let rows = st.query_map([SweepState::Running], |r| r.get(0))?;
+            rows.collect()
         })
     }
 
@@ -731,6 +775,43 @@ impl Store {
                  FROM results WHERE sweep_id = ?1 ORDER BY host, device_id, received_ms",
             )?;
             let rows = st.query_map(params![sweep], |r| {
+                Ok(ResultRow {
+                    sweep_id: sweep.to_string(),
+                    host: r.get(0)?,
+                    device_id: r.get(1)?,
+                    batch_size: r.get(2)?,
+                    device_json: r.get(3)?,
+                    model_json: r.get(4)?,
+                    environment_json: r.get(5)?,
+                    point_json: r.get(6)?,
+                    received_ms: r.get(7)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Up to `limit` results of a sweep in key order (host, device, batch
+    /// size), after the key `after`: one page of `GetSweep`. Keyset paging,
+    /// so results stored meanwhile neither shift nor repeat a page.
+    pub fn results_page(
+        &self,
+        sweep: &str,
+        after: Option<&ResultKey>,
+        limit: usize,
+    ) -> Result<Vec<ResultRow>, StoreError> {
+        let (host, device, batch) = match after {
+            Some(k) => (k.host.as_str(), k.device_id.as_str(), k.batch_size),
+            // Before every key: '' sorts first and batch sizes are positive.
+            None => ("", "", i64::MIN),
+        };
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT host, device_id, batch_size, device_json, model_json, environment_json, point_json, received_ms
+                 FROM results WHERE sweep_id = ?1 AND (host, device_id, batch_size) > (?2, ?3, ?4)
+                 ORDER BY host, device_id, batch_size LIMIT ?5",
+            )?;
+            let rows = st.query_map(params![sweep, host, device, batch, limit as i64], |r| {
                 Ok(ResultRow {
                     sweep_id: sweep.to_string(),
                     host: r.get(0)?,
@@ -949,5 +1030,34 @@ mod tests {
         drop(conn);
         let err = Store::open(&path).expect_err("too new");
         assert!(err.to_string().contains("newer fleetbench"), "{err}");
+    }
+
+    #[test]
+    fn stale_agents_are_pruned_unless_connected_or_awaited() {
+        let store = Store::open_in_memory().expect("open");
+        for (name, seen) in [
+            ("old", 1_000),
+            ("old-busy", 1_000),
+            ("old-live", 1_000),
+            ("new", 9_000),
+        ] {
+            store
+                .upsert_agent(name, "v", "{}", false, seen)
+                .expect("upsert");
+        }
+        store
+            .create_sweep("s1", "{}", "{}", 1, &[("old-busy".into(), false, 100)])
+            .expect("create");
+        let removed = store
+            .prune_agents(5_000, &["old-live".to_string()])
+            .expect("prune");
+        assert_eq!(removed, 1);
+        let names: Vec<String> = store
+            .agents()
+            .expect("agents")
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        assert_eq!(names, ["new", "old-busy", "old-live"]);
     }
 }

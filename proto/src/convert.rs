@@ -3,6 +3,9 @@
 //! is validated here, so the rest of the code works with checked values.
 
 use fleetbench_common as c;
+use fleetbench_common::names::{
+    LONG_TEXT, MAX_GPUS, MAX_NOTES, SHORT_TEXT, clean_text, is_clean_text,
+};
 use fleetbench_common::stats::LatencySummary;
 use thiserror::Error;
 
@@ -47,20 +50,42 @@ impl From<&c::GpuInfo> for v1::GpuInfo {
     }
 }
 
+/// Free-form text from the other peer, made safe to store and show: what an
+/// agent writes lands in logs, terminals, reports and metrics.
+fn short(text: String) -> String {
+    if is_clean_text(&text, SHORT_TEXT) {
+        text
+    } else {
+        clean_text(&text, SHORT_TEXT)
+    }
+}
+
+fn short_opt(text: Option<String>) -> Option<String> {
+    text.map(short)
+}
+
+fn long(text: String) -> String {
+    if is_clean_text(&text, LONG_TEXT) {
+        text
+    } else {
+        clean_text(&text, LONG_TEXT)
+    }
+}
+
 impl From<v1::GpuInfo> for c::GpuInfo {
     fn from(g: v1::GpuInfo) -> Self {
         c::GpuInfo {
             index: g.index,
-            name: g.name,
-            uuid: g.uuid,
+            name: short(g.name),
+            uuid: short(g.uuid),
             memory_total_bytes: g.memory_total_bytes,
-            driver_version: g.driver_version,
-            cuda_version: g.cuda_version,
+            driver_version: short(g.driver_version),
+            cuda_version: short_opt(g.cuda_version),
             pcie_generation: g.pcie_generation,
             pcie_width: g.pcie_width,
             power_limit_watts: g.power_limit_watts,
-            compute_capability: g.compute_capability,
-            pci_bus_id: g.pci_bus_id,
+            compute_capability: short_opt(g.compute_capability),
+            pci_bus_id: short_opt(g.pci_bus_id),
             mig_instances: g.mig_instances,
             cuda_ordinal: g.cuda_ordinal,
         }
@@ -88,17 +113,17 @@ impl From<&c::HostInventory> for v1::HostInventory {
 impl From<v1::HostInventory> for c::HostInventory {
     fn from(h: v1::HostInventory) -> Self {
         c::HostInventory {
-            hostname: h.hostname,
-            os: h.os,
-            kernel: h.kernel,
-            cpu_model: h.cpu_model,
+            hostname: short(h.hostname),
+            os: short(h.os),
+            kernel: short(h.kernel),
+            cpu_model: short(h.cpu_model),
             cpu_logical_cores: h.cpu_logical_cores,
             cpu_physical_cores: h.cpu_physical_cores,
             memory_bytes: h.memory_bytes,
-            gpus: h.gpus.into_iter().map(Into::into).collect(),
-            gpu_note: h.gpu_note,
+            gpus: h.gpus.into_iter().take(MAX_GPUS).map(Into::into).collect(),
+            gpu_note: short_opt(h.gpu_note),
             simulated: h.simulated,
-            cuda_build: h.cuda_build,
+            cuda_build: short_opt(h.cuda_build),
         }
     }
 }
@@ -188,7 +213,7 @@ impl TryFrom<v1::DeviceDescription> for c::DeviceDescription {
         Ok(c::DeviceDescription {
             id: d.id,
             kind,
-            name: d.name,
+            name: short(d.name),
             simulated: d.simulated,
         })
     }
@@ -216,7 +241,7 @@ impl TryFrom<v1::ModelInfo> for c::ModelInfo {
     type Error = ConvertError;
     fn try_from(m: v1::ModelInfo) -> Result<Self, ConvertError> {
         Ok(c::ModelInfo {
-            name: m.name,
+            name: short(m.name),
             weights: serde_json::from_str(&m.weights_json)
                 .map_err(|_| invalid("model.weights_json", m.weights_json))?,
             hidden_size: m.hidden_size as usize,
@@ -247,10 +272,15 @@ impl From<&c::RunEnvironment> for v1::RunEnvironment {
 impl From<v1::RunEnvironment> for c::RunEnvironment {
     fn from(e: v1::RunEnvironment) -> Self {
         c::RunEnvironment {
-            agent_version: e.agent_version,
-            candle_version: e.candle_version,
+            agent_version: short(e.agent_version),
+            candle_version: short(e.candle_version),
             threads: e.threads.map(|t| t as usize),
-            build_features: e.build_features,
+            build_features: e
+                .build_features
+                .into_iter()
+                .take(MAX_NOTES)
+                .map(short)
+                .collect(),
         }
     }
 }
@@ -375,7 +405,12 @@ impl TryFrom<v1::PointResult> for c::PointResult {
                     gpu_device_bytes: s.gpu_device_bytes,
                     avg_power_watts: s.avg_power_watts,
                     energy_joules: s.energy_joules,
-                    throttle_reasons: s.throttle_reasons,
+                    throttle_reasons: s
+                        .throttle_reasons
+                        .into_iter()
+                        .take(MAX_NOTES)
+                        .map(short)
+                        .collect(),
                     sm_clock_mhz: s.sm_clock_mhz,
                     gpu_pool_peak_bytes: s.gpu_pool_peak_bytes,
                     gpu_temperature_c: s.gpu_temperature_c,
@@ -383,7 +418,9 @@ impl TryFrom<v1::PointResult> for c::PointResult {
                     gpu_samples: s.gpu_samples,
                 })
             }
-            v1::point_result::Outcome::Error(error) => c::PointOutcome::Failed { error },
+            v1::point_result::Outcome::Error(error) => {
+                c::PointOutcome::Failed { error: long(error) }
+            }
         };
         Ok(c::PointResult {
             batch_size: p.batch_size as usize,
@@ -654,5 +691,45 @@ mod tests {
             e,
             "message field 'device.kind' has an invalid value 'cu\\nda'"
         );
+    }
+
+    #[test]
+    fn agent_text_is_cleaned_and_bounded_on_the_way_in() {
+        let hostile = "H100\n2026-11-29T00:00:00Z INFO forged line\u{1b}[31m\u{202E}";
+        let inventory: c::HostInventory = v1::HostInventory {
+            cpu_model: "x".repeat(1_000_000),
+            gpus: (0..1000)
+                .map(|i| v1::GpuInfo {
+                    index: i,
+                    name: hostile.into(),
+                    ..v1::GpuInfo::default()
+                })
+                .collect(),
+            ..v1::HostInventory::default()
+        }
+        .into();
+        assert_eq!(inventory.gpus.len(), MAX_GPUS);
+        assert_eq!(inventory.cpu_model.chars().count(), SHORT_TEXT + 1);
+        let name = &inventory.gpus[0].name;
+        assert!(
+            !name.chars().any(fleetbench_common::names::is_unsafe_char),
+            "{name:?}"
+        );
+        assert!(name.starts_with("H100\\u{a}2026"), "{name}");
+
+        let mut wire = measured_wire_point();
+        wire.outcome = Some(v1::point_result::Outcome::Error(format!(
+            "out of memory\n{}",
+            "y".repeat(10_000)
+        )));
+        let point = c::PointResult::try_from(wire).expect("a failed point");
+        let c::PointOutcome::Failed { error } = point.outcome else {
+            panic!("failed outcome expected");
+        };
+        assert!(error.starts_with("out of memory\\u{a}y"), "{error}");
+        // Cut after LONG_TEXT characters of the original (the escape of
+        // the newline is 4 characters longer), marked with an ellipsis.
+        assert_eq!(error.chars().count(), LONG_TEXT + 4 + 1);
+        assert!(error.ends_with('…'));
     }
 }

@@ -8,11 +8,21 @@ use fleetbench_common::result::MachineReport;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CsvExporter;
 
+/// One field. Text that a spreadsheet would run as a formula (it starts with
+/// `=`, `+`, `-`, `@`, a tab or a carriage return: `=HYPERLINK(...)` in a GPU
+/// name) gets a leading `'`, which spreadsheets show as text (OWASP's CSV
+/// injection advice); numbers, negative ones included, stay numbers.
 fn field(s: &str) -> String {
+    let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']) && s.parse::<f64>().is_err();
+    let s = if formula {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
-        s.to_string()
+        s
     }
 }
 
@@ -181,5 +191,24 @@ impl Exporter for CsvExporter {
             ]));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field;
+
+    #[test]
+    fn formulas_are_neutralised_and_numbers_kept() {
+        assert_eq!(
+            field("=HYPERLINK(\"http://x\",\"H100\")"),
+            "\"'=HYPERLINK(\"\"http://x\"\",\"\"H100\"\")\""
+        );
+        assert_eq!(field("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(field("+1+cmd|' /C calc'!A0"), "'+1+cmd|' /C calc'!A0");
+        assert_eq!(field("-2+3"), "'-2+3");
+        assert_eq!(field("-1.5"), "-1.5");
+        assert_eq!(field("NVIDIA A10"), "NVIDIA A10");
+        assert_eq!(field("a,b"), "\"a,b\"");
     }
 }

@@ -99,3 +99,47 @@ mod tests {
         assert_eq!(thousands(53_264_538.4), "53,264,538");
     }
 }
+
+/// Text from an agent, for Markdown: the characters that would start a link,
+/// an image, raw HTML, code, emphasis, strike-through, an entity or a new
+/// table cell are backslash-escaped, so a GPU named `<img src=x onerror=...>`
+/// or `[update](https://evil.example)` reads as what it is. `_` inside a word
+/// is left alone (it emphasises nothing there, and host names use it).
+pub(crate) fn md_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut after_alphanumeric = false;
+    for c in text.chars() {
+        let escape = match c {
+            '\\' | '`' | '*' | '[' | ']' | '<' | '>' | '|' | '~' | '&' => true,
+            '_' => !after_alphanumeric,
+            _ => false,
+        };
+        if escape {
+            out.push('\\');
+        }
+        out.push(c);
+        after_alphanumeric = c.is_alphanumeric();
+    }
+    out
+}
+
+#[cfg(test)]
+mod md_tests {
+    use super::md_text;
+
+    #[test]
+    fn agent_text_cannot_make_markdown() {
+        assert_eq!(md_text("NVIDIA H100 80GB HBM3"), "NVIDIA H100 80GB HBM3");
+        assert_eq!(md_text("gpu_01"), "gpu_01");
+        assert_eq!(
+            md_text("[update](https://evil.example)"),
+            "\\[update\\](https://evil.example)"
+        );
+        assert_eq!(
+            md_text("<img src=x onerror=alert(1)>"),
+            "\\<img src=x onerror=alert(1)\\>"
+        );
+        assert_eq!(md_text("a|b"), "a\\|b");
+        assert_eq!(md_text("_x_ *y*"), "\\_x_ \\*y\\*");
+    }
+}

@@ -104,9 +104,51 @@ fn write_atomic(dir: &Path, name: &str, contents: &str) -> Result<PathBuf, Repor
     };
     std::fs::create_dir_all(dir).map_err(err)?;
     let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, contents).map_err(err)?;
+    // Written, flushed to disk, then renamed over the old file, and the
+    // directory flushed too: after a crash the report is the old one or the
+    // new one, never a torn one or a missing one.
+    {
+        use std::io::Write as _;
+        let mut file = std::fs::File::create(&tmp).map_err(err)?;
+        file.write_all(contents.as_bytes()).map_err(err)?;
+        file.sync_all().map_err(err)?;
+    }
     std::fs::rename(&tmp, &path).map_err(err)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err)?;
     Ok(path)
+}
+
+/// The file stem of each machine report of a sweep, given each report's
+/// (host, device file stem) in order: the host's name when it has one
+/// device, `host-device` when it has several; never `fleet` (the fleet
+/// report's), and never one already taken, compared without case (a file
+/// system may not tell `GPU-1` from `gpu-1`): a clash gets `-2`, `-3`, ...
+pub fn machine_report_stems(reports: &[(&str, &str)]) -> Vec<String> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut devices: BTreeMap<&str, usize> = BTreeMap::new();
+    for (host, _) in reports {
+        *devices.entry(host).or_default() += 1;
+    }
+    let mut taken: BTreeSet<String> = ["fleet".to_string()].into();
+    reports
+        .iter()
+        .map(|(host, device)| {
+            let base = if devices.get(host).copied().unwrap_or(0) > 1 {
+                format!("{}-{device}", safe_file_stem(host))
+            } else {
+                safe_file_stem(host)
+            };
+            let mut stem = base.clone();
+            let mut n = 1;
+            while !taken.insert(stem.to_lowercase()) {
+                n += 1;
+                stem = format!("{base}-{n}");
+            }
+            stem
+        })
+        .collect()
 }
 
 /// A file-name-safe version of a host name.
@@ -125,5 +167,35 @@ pub fn safe_file_stem(name: &str) -> String {
         format!("host{s}")
     } else {
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::machine_report_stems;
+
+    #[test]
+    fn report_file_names_never_collide_with_each_other_or_the_fleet_report() {
+        let stems = machine_report_stems(&[
+            ("fleet", "cpu"),
+            ("gpu_01", "cuda0"),
+            ("gpu~01", "cuda0"),
+            ("GPU_01", "cuda0"),
+            ("big", "cuda0"),
+            ("big", "cuda1"),
+            ("big-cuda1", "cuda0"),
+        ]);
+        assert_eq!(
+            stems,
+            [
+                "fleet-2",
+                "gpu_01",
+                "gpu_01-2",
+                "GPU_01-3",
+                "big-cuda0",
+                "big-cuda1",
+                "big-cuda1-2"
+            ]
+        );
     }
 }

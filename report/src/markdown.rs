@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::format::{gpu_line, thousands};
+use super::format::{gpu_line, md_text, thousands};
 use super::tables;
 use super::{Exporter, FleetReport, ReportError};
 use crate::insights::{Insights, MB};
@@ -31,16 +31,16 @@ impl Exporter for MarkdownExporter {
             let _ = writeln!(
                 o,
                 "> **SIMULATED HOST**: these figures come from a performance model of the {}, not from a measurement.\n",
-                r.device.name
+                md_text(&r.device.name)
             );
         }
         for note in &r.notes {
-            let _ = writeln!(o, "> **Note**: {note}\n");
+            let _ = writeln!(o, "> **Note**: {}\n", md_text(note));
         }
 
         let _ = writeln!(o, "## Model Information\n");
-        let _ = writeln!(o, "- **Model**: {}", r.model.name);
-        let _ = writeln!(o, "- **Weights**: {}", r.model.weights.describe());
+        let _ = writeln!(o, "- **Model**: {}", md_text(&r.model.name));
+        let _ = writeln!(o, "- **Weights**: {}", md_text(&r.model.weights.describe()));
         let _ = writeln!(o, "- **Hidden Size**: {}", r.model.hidden_size);
         let _ = writeln!(o, "- **Hidden Layers**: {}", r.model.layers);
         let _ = writeln!(o, "- **Attention Heads**: {}", r.model.heads);
@@ -57,11 +57,16 @@ impl Exporter for MarkdownExporter {
         let _ = writeln!(
             o,
             "- **Host**: {}{}",
-            h.hostname,
+            md_text(&h.hostname),
             if r.simulated() { " (simulated)" } else { "" }
         );
-        let _ = writeln!(o, "- **Platform**: {} (kernel {})", h.os, h.kernel);
-        let _ = writeln!(o, "- **Processor**: {}", h.cpu_model);
+        let _ = writeln!(
+            o,
+            "- **Platform**: {} (kernel {})",
+            md_text(&h.os),
+            md_text(&h.kernel)
+        );
+        let _ = writeln!(o, "- **Processor**: {}", md_text(&h.cpu_model));
         let _ = writeln!(
             o,
             "- **CPU Count**: {}{}",
@@ -76,17 +81,25 @@ impl Exporter for MarkdownExporter {
             h.memory_bytes as f64 / (MB * 1024.0)
         );
         if h.gpus.is_empty() {
-            let _ = writeln!(o, "- **GPUs**: {}", h.gpu_note.as_deref().unwrap_or("none"));
+            let _ = writeln!(
+                o,
+                "- **GPUs**: {}",
+                md_text(h.gpu_note.as_deref().unwrap_or("none"))
+            );
         }
         for g in &h.gpus {
-            let _ = writeln!(o, "- **GPU {}**: {}", g.index, gpu_line(g));
+            let _ = writeln!(o, "- **GPU {}**: {}", g.index, md_text(&gpu_line(g)));
         }
         let _ = writeln!(
             o,
             "- **Agent Version**: fleetbench-agent {}",
-            r.environment.agent_version
+            md_text(&r.environment.agent_version)
         );
-        let _ = writeln!(o, "- **candle Version**: {}", r.environment.candle_version);
+        let _ = writeln!(
+            o,
+            "- **candle Version**: {}",
+            md_text(&r.environment.candle_version)
+        );
         if let Some(t) = r.environment.threads {
             let _ = writeln!(o, "- **Compute Threads**: {t}");
         }
@@ -96,7 +109,8 @@ impl Exporter for MarkdownExporter {
         let _ = writeln!(
             o,
             "- **Device**: {device_word} ({}: {})",
-            r.device.id, r.device.name
+            md_text(&r.device.id),
+            md_text(&r.device.name)
         );
         let _ = writeln!(
             o,
@@ -130,7 +144,7 @@ impl Exporter for MarkdownExporter {
         if !failed.is_empty() {
             let _ = writeln!(o, "\n### Failed Batch Sizes\n");
             for (b, e) in &failed {
-                let _ = writeln!(o, "- **{b}**: {e}");
+                let _ = writeln!(o, "- **{b}**: {}", md_text(e));
             }
         }
         let _ = writeln!(o);
@@ -199,7 +213,7 @@ impl Exporter for MarkdownExporter {
             );
         }
         for b in &ins.bottlenecks {
-            let _ = writeln!(o, "- {b}");
+            let _ = writeln!(o, "- {}", md_text(b));
         }
         let _ = writeln!(o);
 
@@ -234,12 +248,12 @@ impl Exporter for MarkdownExporter {
             );
         }
         for note in &f.notes {
-            let _ = writeln!(o, "> **Note**: {note}\n");
+            let _ = writeln!(o, "> **Note**: {}\n", md_text(note));
         }
         let _ = writeln!(o, "## Sweep\n");
-        let _ = writeln!(o, "- **Spec**: {}", f.spec.summary());
+        let _ = writeln!(o, "- **Spec**: {}", md_text(&f.spec.summary()));
         if let Some(b) = &f.baseline {
-            let _ = writeln!(o, "- **Baseline for speed-ups**: {b}");
+            let _ = writeln!(o, "- **Baseline for speed-ups**: {}", md_text(b));
         }
         let _ = writeln!(o);
         fleet_groups(&mut o, f);
@@ -311,7 +325,13 @@ fn fleet_outliers(o: &mut String, f: &FleetReport) {
         return;
     }
     for x in &f.outliers {
-        let _ = writeln!(o, "- **{}** ({}): {}", x.host, x.device_id, x.summary());
+        let _ = writeln!(
+            o,
+            "- **{}** ({}): {}",
+            md_text(&x.host),
+            md_text(&x.device_id),
+            md_text(&x.summary())
+        );
     }
     let _ = writeln!(o);
 }
@@ -320,10 +340,18 @@ fn fleet_outliers(o: &mut String, f: &FleetReport) {
 pub(crate) fn history_table(h: &crate::compare::SweepComparison) -> String {
     let mut out = tables::history(h).render();
     for name in &h.only_in_a {
-        out.push_str(&format!("\n- {name}: only in sweep {}", h.sweep_a));
+        out.push_str(&format!(
+            "\n- {}: only in sweep {}",
+            md_text(name),
+            h.sweep_a
+        ));
     }
     for name in &h.only_in_b {
-        out.push_str(&format!("\n- {name}: only in sweep {}", h.sweep_b));
+        out.push_str(&format!(
+            "\n- {}: only in sweep {}",
+            md_text(name),
+            h.sweep_b
+        ));
     }
     out.push('\n');
     out

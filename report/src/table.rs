@@ -60,7 +60,7 @@ impl Table {
             .map(|c| {
                 self.rows
                     .iter()
-                    .map(|r| r[c].chars().count())
+                    .map(|r| super::format::md_text(&r[c]).chars().count())
                     .chain([self.headers[c].chars().count(), 3])
                     .max()
                     .unwrap_or(3)
@@ -81,6 +81,13 @@ impl Table {
             format!("|{}|\n", parts.join("|"))
         };
         let mut out = line(&self.headers);
+        // Cells hold agent text (host and GPU names, errors): escaped so
+        // that none of it becomes Markdown.
+        let rows: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .map(|r| r.iter().map(|c| super::format::md_text(c)).collect())
+            .collect();
         let rule: Vec<String> = widths
             .iter()
             .enumerate()
@@ -93,7 +100,7 @@ impl Table {
             })
             .collect();
         out.push_str(&format!("|{}|\n", rule.join("|")));
-        for r in &self.rows {
+        for r in &rows {
             out.push_str(&line(r));
         }
         out

@@ -219,6 +219,10 @@ impl AgentProc {
             .args(["run", "--coordinator", url, "--name", name, "--spool"])
             .arg(spool)
             .args(["--max-backoff", "0.5"])
+            // Like a host owner allowing their own model directory: every
+            // test agent may load the repository's fixture model.
+            .arg("--allow-model-dir")
+            .arg(fixture_model())
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

@@ -247,14 +247,15 @@ fn a_coordinator_restarted_mid_sweep_loses_nothing() {
         let batches: Vec<i64> = stored.iter().filter(|r| r.0 == host).map(|r| r.2).collect();
         assert_eq!(batches, vec![1, 2, 4, 8, 16, 32], "{host}");
     }
-    assert!(
-        coordinator
-            .data
-            .join("reports")
-            .join(&sweep)
-            .join("fleet.md")
-            .exists()
-    );
+    // The reports are written (and flushed) just after the sweep ends.
+    let fleet_md = coordinator
+        .data
+        .join("reports")
+        .join(&sweep)
+        .join("fleet.md");
+    wait_until(Duration::from_secs(15), "the fleet report", || {
+        fleet_md.exists()
+    });
 }
 
 #[test]

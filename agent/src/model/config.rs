@@ -163,6 +163,25 @@ impl DistilBertConfig {
                 return Err(format!("{name} is 0"));
             }
         }
+        // Upper bounds far above any BERT-family model (DistilBERT: 30522,
+        // 768, 6, 12, 3072, 512), so a config cannot make the agent allocate
+        // what no host has.
+        for (name, v, max) in [
+            ("vocab_size", self.vocab_size, 1_000_000),
+            ("dim", self.dim, 16_384),
+            ("n_layers", self.n_layers, 256),
+            ("n_heads", self.n_heads, 256),
+            ("hidden_dim", self.hidden_dim, 65_536),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                16_384,
+            ),
+        ] {
+            if v > max {
+                return Err(format!("{name} is {v}, above the {max} this agent accepts"));
+            }
+        }
         if !self.dim.is_multiple_of(self.n_heads) {
             return Err(format!(
                 "dim {} is not a multiple of n_heads {}",
@@ -304,5 +323,14 @@ mod tests {
         assert!(DistilBertConfig::from_json_str(r#"{"id2label": {"0": "A", "2": "B"}}"#).is_err());
         assert!(DistilBertConfig::from_json_str(r#"{"dim": 10, "n_heads": 3}"#).is_err());
         assert!(DistilBertConfig::from_json_str("{").is_err());
+    }
+
+    #[test]
+    fn dimensions_beyond_any_bert_are_refused() {
+        let mut cfg = distilbert_base_config();
+        assert_eq!(cfg.validate(), Ok(()));
+        cfg.dim = 1 << 30;
+        let e = cfg.validate().expect_err("huge dim");
+        assert!(e.contains("dim is 1073741824, above the 16384"), "{e}");
     }
 }

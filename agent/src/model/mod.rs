@@ -80,6 +80,15 @@ pub enum ModelError {
         "{path} is a file, not a model directory: pass --model with the directory that holds config.json, model.safetensors and tokenizer.json"
     )]
     NotADirectory { path: String },
+    #[error(
+        "{path} is {size_mib} MiB, more than the {cap_mib} MiB this agent reads for a {what}: is it the right file?"
+    )]
+    TooLarge {
+        path: String,
+        what: &'static str,
+        size_mib: u64,
+        cap_mib: u64,
+    },
     #[error("{file} not found in {dir}: {hint}")]
     MissingFile {
         file: String,
@@ -534,11 +543,58 @@ fn looks_like_path(model: &str) -> bool {
         || model.matches('/').count() > 1
 }
 
-fn read_config(path: &Path) -> Result<DistilBertConfig, ModelError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ModelError::Io {
+/// Largest files a model may bring: a DistilBERT config is ~1 KB, its
+/// tokenizer.json ~0.7 MB, its weights 268 MB; these leave room for every
+/// BERT-sized model and none for a file meant to exhaust the host's memory.
+pub(crate) const MAX_CONFIG_BYTES: u64 = 1 << 20;
+pub(crate) const MAX_TOKENIZER_BYTES: u64 = 64 << 20;
+pub(crate) const MAX_WEIGHTS_BYTES: u64 = 4 << 30;
+
+/// Reads a whole file of at most `cap` bytes; a larger one is refused
+/// before it is read (and if it grows while being read, after `cap`).
+pub(crate) fn read_capped(
+    path: &Path,
+    cap: u64,
+    what: &'static str,
+) -> Result<Vec<u8>, ModelError> {
+    use std::io::Read as _;
+    let io = |e: std::io::Error| ModelError::Io {
         path: path.display().to_string(),
         reason: one_line(&e.to_string()),
-    })?;
+    };
+    let too_large = |size: u64| ModelError::TooLarge {
+        path: path.display().to_string(),
+        what,
+        size_mib: size.div_ceil(1 << 20),
+        cap_mib: cap >> 20,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    if size > cap {
+        return Err(too_large(size));
+    }
+    let mut data = Vec::with_capacity(size as usize);
+    file.take(cap + 1).read_to_end(&mut data).map_err(io)?;
+    if data.len() as u64 > cap {
+        return Err(too_large(data.len() as u64));
+    }
+    Ok(data)
+}
+
+/// [`read_capped`] for a text file.
+pub(crate) fn read_text_capped(
+    path: &Path,
+    cap: u64,
+    what: &'static str,
+) -> Result<String, ModelError> {
+    String::from_utf8(read_capped(path, cap, what)?).map_err(|_| ModelError::Io {
+        path: path.display().to_string(),
+        reason: "not UTF-8 text".into(),
+    })
+}
+
+fn read_config(path: &Path) -> Result<DistilBertConfig, ModelError> {
+    let text = read_text_capped(path, MAX_CONFIG_BYTES, "config.json")?;
     DistilBertConfig::from_json_str(&text).map_err(|reason| ModelError::InvalidConfig {
         file: weights::file_name(path),
         dir: weights::parent_dir(path),

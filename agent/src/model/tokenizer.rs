@@ -47,10 +47,7 @@ impl TextEncoder {
             dir: parent_dir(path),
             reason,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::Io {
-            path: path.display().to_string(),
-            reason: one_line(&e.to_string()),
-        })?;
+        let text = super::read_text_capped(path, super::MAX_TOKENIZER_BYTES, "tokenizer")?;
         let tokenizer: Tokenizer = text
             .parse()
             .map_err(|e: tokenizers::Error| invalid(one_line(&e.to_string())))?;
@@ -60,10 +57,7 @@ impl TextEncoder {
 
     /// A BERT `vocab.txt` file (one token per line, line number = id).
     pub(crate) fn from_vocab_file(path: &Path, pad_fallback: u32) -> Result<Self, ModelError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::Io {
-            path: path.display().to_string(),
-            reason: one_line(&e.to_string()),
-        })?;
+        let text = super::read_text_capped(path, super::MAX_TOKENIZER_BYTES, "vocabulary")?;
         Self::from_vocab_text(&text, path.display().to_string(), pad_fallback).map_err(|reason| {
             ModelError::InvalidTokenizer {
                 file: file_name(path),

@@ -16,10 +16,7 @@ pub(crate) type Checkpoint = HashMap<String, Tensor>;
 /// Reads a safetensors file onto the CPU. The bytes are read rather than
 /// memory-mapped because mapping needs `unsafe`, which this workspace denies.
 pub(crate) fn load_safetensors(path: &Path) -> Result<Checkpoint, ModelError> {
-    let data = std::fs::read(path).map_err(|e| ModelError::Io {
-        path: path.display().to_string(),
-        reason: one_line(&e.to_string()),
-    })?;
+    let data = super::read_capped(path, super::MAX_WEIGHTS_BYTES, "weights file")?;
     let invalid = |reason: String| ModelError::InvalidSafetensors {
         file: file_name(path),
         dir: parent_dir(path),

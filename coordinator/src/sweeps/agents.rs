@@ -2,6 +2,7 @@
 //! heartbeats, progress, leaving, and the `RunSweep` each agent is owed.
 
 use fleetbench_common::HostInventory;
+use fleetbench_common::names::{SHORT_TEXT, clean_text};
 use fleetbench_common::time::now_unix_ms;
 use fleetbench_proto::v1::{self, coordinator_message};
 
@@ -68,12 +69,24 @@ impl Coordinator {
         self.fleet.update(name, session_id, |c| {
             c.last_seen_ms = now;
             if let Some(hb) = heartbeat {
-                c.active_sweep = hb.active_sweep_id.clone();
+                c.active_sweep = clean_text(&hb.active_sweep_id, SHORT_TEXT);
             }
         });
         // Liveness lives in memory: persisting every heartbeat would cost an
         // fsync per agent every few seconds. The store learns it on connect
         // and disconnect.
+    }
+
+    /// Forgets agents not seen within `agent_retention` that are neither
+    /// connected nor awaited by a running sweep; returns how many.
+    pub fn prune_agents(&self) -> Result<usize, SweepError> {
+        let before = now_unix_ms() - self.config.agent_retention.as_millis() as i64;
+        let connected = self.fleet.names();
+        let removed = self.blocking(|s| s.prune_agents(before, &connected))?;
+        if removed > 0 {
+            tracing::info!(removed, retention = ?self.config.agent_retention, "forgot agents not seen within the retention period");
+        }
+        Ok(removed)
     }
 
     /// The session ended: remember when the agent was last seen.
@@ -88,8 +101,13 @@ impl Coordinator {
 
     pub fn agent_progress(&self, name: &str, session_id: u64, p: &v1::SweepProgress) {
         self.fleet.update(name, session_id, |c| {
-            c.active_sweep = p.sweep_id.clone();
-            c.current = format!("{} batch {} {}", p.device_id, p.batch_size, p.phase);
+            // Shown in `fleetbench agents`: cleaned, so an agent cannot
+            // drive the operator's terminal.
+            c.active_sweep = clean_text(&p.sweep_id, SHORT_TEXT);
+            c.current = clean_text(
+                &format!("{} batch {} {}", p.device_id, p.batch_size, p.phase),
+                SHORT_TEXT,
+            );
             c.points_total = p.points_total;
         });
         self.changed(&p.sweep_id);

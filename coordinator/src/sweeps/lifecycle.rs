@@ -1,6 +1,7 @@
 //! A sweep's life: start, results, each host's verdict (finished, failed,
 //! cancelled, or deadline passed), and its end with the reports.
 
+use fleetbench_common::names::{LONG_TEXT, MAX_NOTES, clean_text};
 use std::time::Duration;
 
 use fleetbench_common::time::now_unix_ms;
@@ -214,8 +215,15 @@ impl Coordinator {
             sweep_id: f.sweep_id.clone(),
             host: host.to_string(),
             state,
-            error: (!f.ok).then(|| f.error.clone()),
-            notes: f.notes.clone(),
+            // Agent text, stored and shown in reports and terminals: cleaned
+            // and bounded on the way in.
+            error: (!f.ok).then(|| clean_text(&f.error, LONG_TEXT)),
+            notes: f
+                .notes
+                .iter()
+                .take(MAX_NOTES)
+                .map(|n| clean_text(n, LONG_TEXT))
+                .collect(),
             now: now_unix_ms(),
         };
         let changed =
@@ -227,7 +235,7 @@ impl Coordinator {
                     source,
                 })?;
         if changed {
-            tracing::info!(sweep = %f.sweep_id, host, %state, error = %f.error, "host finished");
+            tracing::info!(sweep = %f.sweep_id, host, %state, error = %clean_text(&f.error, LONG_TEXT), "host finished");
             self.changed(&f.sweep_id);
         }
         self.maybe_end(&f.sweep_id)
@@ -318,22 +326,43 @@ impl Coordinator {
         if !self.blocking(|s| s.end_sweep(id, state, now_unix_ms()))? {
             return Ok(()); // another session's verdict ended it first
         }
-        // The sweep has ended whether or not its reports can be written; a
-        // failure is logged and the sweep shows no reports directory.
+        tracing::info!(sweep = id, %state, "sweep ended");
+        self.write_reports(id)?;
+        self.changed(id);
+        Ok(())
+    }
+
+    /// Writes an ended sweep's reports and records where. The sweep has
+    /// ended whether or not they can be written: a failure is logged, the
+    /// sweep shows no reports directory, and the next start tries again
+    /// ([`Coordinator::write_missing_reports`]).
+    fn write_reports(&self, id: &str) -> Result<(), SweepError> {
         match self.blocking(|s| {
             reports::write_sweep_reports(s, &self.config.data_dir, id, self.config.prices.as_ref())
         }) {
             Ok(dir) => {
                 let dir = dir.display().to_string();
                 self.blocking(|s| s.set_reports_dir(id, &dir))?;
-                tracing::info!(sweep = id, %state, reports = %dir, "sweep ended");
+                tracing::info!(sweep = id, reports = %dir, "reports written");
             }
             Err(e) => {
-                tracing::error!(sweep = id, error = %e, "sweep ended but its reports could not be written")
+                tracing::error!(sweep = id, error = %e, "the sweep's reports could not be written")
             }
         }
-        self.changed(id);
         Ok(())
+    }
+
+    /// At start: writes the reports of every ended sweep that has none (the
+    /// coordinator stopped after the sweep's commit and before its reports,
+    /// which would otherwise leave it without reports forever). Returns how
+    /// many sweeps it wrote.
+    pub fn write_missing_reports(&self) -> Result<usize, SweepError> {
+        let missing = self.blocking(|s| s.ended_sweeps_without_reports())?;
+        for id in &missing {
+            tracing::info!(sweep = %id, "writing the reports this ended sweep never got");
+            self.write_reports(id)?;
+        }
+        Ok(missing.len())
     }
 }
 

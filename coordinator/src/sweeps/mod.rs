@@ -72,6 +72,9 @@ pub enum SweepError {
     Invalid(#[from] ConvertError),
     #[error("{0}")]
     NoHosts(String),
+    /// A request's argument is not one the coordinator can use.
+    #[error("{0}")]
+    BadRequest(String),
     #[error("no sweep with id '{0}': `fleetbench sweeps` lists them")]
     NotFound(String),
 }
@@ -105,6 +108,9 @@ pub struct CoordinatorConfig {
     pub prices: Option<fleetbench_report::PriceTable>,
     /// Resource limits; each hit is logged and counted in /metrics.
     pub limits: Limits,
+    /// Agents not seen for this long are forgotten (unless a running sweep
+    /// waits for them).
+    pub agent_retention: Duration,
 }
 
 impl CoordinatorConfig {
@@ -117,6 +123,7 @@ impl CoordinatorConfig {
             protocol_version: PROTOCOL_VERSION,
             prices: None,
             limits: Limits::default(),
+            agent_retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }

@@ -477,3 +477,75 @@ async fn show_reports_an_unreadable_result_instead_of_dropping_it() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_sweep_without_reports_gets_them_at_the_next_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id = {
+        let c = open(dir.path(), Limits::default());
+        let _a = connect(&c, "a").await;
+        let id = start(&c, &["a"], 60);
+        c.result_received("a", result(&id, 1, 8))
+            .await
+            .expect("store");
+        c.sweep_finished("a", &finished(&id, true, ""))
+            .await
+            .expect("finish");
+        let reports = c.view(&id).expect("view").summary.reports_dir;
+        assert!(!reports.is_empty());
+        // As if the coordinator had died between the sweep's commit and its
+        // reports: no directory recorded, no files.
+        std::fs::remove_dir_all(&reports).expect("remove the reports");
+        rusqlite::Connection::open(dir.path().join("fleetbench.db"))
+            .and_then(|db| db.execute("UPDATE sweeps SET reports_dir = NULL", []))
+            .expect("forget the reports");
+        id
+    };
+    let c = open(dir.path(), Limits::default());
+    assert_eq!(c.write_missing_reports().expect("write"), 1);
+    let reports = c.view(&id).expect("view").summary.reports_dir;
+    assert!(Path::new(&reports).join("fleet.md").exists(), "{reports}");
+    assert!(Path::new(&reports).join("a.md").exists(), "{reports}");
+    assert_eq!(c.write_missing_reports().expect("again"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_come_in_pages_that_neither_repeat_nor_skip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = open(dir.path(), Limits::default());
+    let _a = connect(&c, "a").await;
+    let _b = connect(&c, "b").await;
+    let id = start(&c, &["a", "b"], 60);
+    for (host, seq, batch) in [("a", 1, 8), ("a", 2, 16), ("b", 1, 8)] {
+        c.result_received(host, result(&id, seq, batch))
+            .await
+            .expect("store");
+    }
+    let (first, token) = c.results_page(&id, 2, "").expect("page 1");
+    assert_eq!(first.len(), 2);
+    assert!(!token.is_empty());
+    // A result stored between pages lands on a later page, never twice.
+    c.result_received("b", result(&id, 2, 16))
+        .await
+        .expect("store");
+    let (second, token) = c.results_page(&id, 2, &token).expect("page 2");
+    assert!(token.is_empty() || c.results_page(&id, 2, &token).expect("page 3").0.is_empty());
+    let keys: Vec<(String, u32)> = first
+        .iter()
+        .chain(&second)
+        .map(|r| (r.host.clone(), r.point.as_ref().map_or(0, |p| p.batch_size)))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("a".to_string(), 8),
+            ("a".to_string(), 16),
+            ("b".to_string(), 8),
+            ("b".to_string(), 16)
+        ]
+    );
+    let e = c
+        .results_page(&id, 2, "garbage\n")
+        .expect_err("a forged token");
+    assert!(e.to_string().contains("page_token"), "{e}");
+}

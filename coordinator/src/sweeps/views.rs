@@ -4,10 +4,10 @@
 
 use fleetbench_proto::v1;
 
-use super::{Coordinator, SweepError};
+use super::{Coordinator, SweepError, to_json};
 use crate::metrics::{BestThroughput, GaugeSource, Gauges, Metrics};
 use crate::state::HostState;
-use crate::store::StoreError;
+use crate::store::{ResultKey, StoreError};
 
 /// A sweep's current picture, for the control API.
 #[derive(Debug, Clone)]
@@ -82,16 +82,40 @@ impl Coordinator {
     /// error naming it, not a silent gap in `fleetbench show`.
     pub fn results(&self, id: &str) -> Result<Vec<v1::StoredResult>, SweepError> {
         let rows = self.blocking(|s| s.results(id))?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(v1::StoredResult {
-                    device: Some((&r.device()?).into()),
-                    point: Some((&r.point()?).into()),
-                    host: r.host,
-                    received_unix_ms: r.received_ms,
-                })
-            })
-            .collect()
+        rows.into_iter().map(stored_result).collect()
+    }
+
+    /// One page of a sweep's results (see `GetSweepRequest`) and the token
+    /// of the next page, empty after the last.
+    pub fn results_page(
+        &self,
+        id: &str,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<(Vec<v1::StoredResult>, String), SweepError> {
+        let size = match page_size {
+            0 => DEFAULT_PAGE,
+            n => (n as usize).min(MAX_PAGE),
+        };
+        let after = if page_token.is_empty() {
+            None
+        } else {
+            Some(decode_page_token(page_token)?)
+        };
+        let rows = self.blocking(|s| s.results_page(id, after.as_ref(), size))?;
+        let next = match rows.last() {
+            Some(last) if rows.len() == size => encode_page_token(&ResultKey {
+                host: last.host.clone(),
+                device_id: last.device_id.clone(),
+                batch_size: last.batch_size,
+            })?,
+            _ => String::new(),
+        };
+        let results = rows
+            .into_iter()
+            .map(stored_result)
+            .collect::<Result<_, _>>()?;
+        Ok((results, next))
     }
 
     pub fn list_agents(&self) -> Result<Vec<v1::AgentSummary>, SweepError> {
@@ -163,4 +187,34 @@ impl GaugeSource for Coordinator {
             best_throughput: self.last_sweep_best_throughput()?,
         })
     }
+}
+
+/// Results per `GetSweep` page unless the request says otherwise: about 1 MB
+/// for ordinary points, well inside the 4 MB default message limit.
+pub const DEFAULT_PAGE: usize = 1000;
+/// The largest page a request may ask for.
+pub const MAX_PAGE: usize = 5000;
+
+fn stored_result(r: crate::store::ResultRow) -> Result<v1::StoredResult, SweepError> {
+    Ok(v1::StoredResult {
+        device: Some((&r.device()?).into()),
+        point: Some((&r.point()?).into()),
+        host: r.host,
+        received_unix_ms: r.received_ms,
+    })
+}
+
+/// The token is the last key of the page, as JSON: opaque to clients,
+/// checked on the way back like any other input.
+fn encode_page_token(key: &ResultKey) -> Result<String, SweepError> {
+    to_json(key, "a page token")
+}
+
+fn decode_page_token(token: &str) -> Result<ResultKey, SweepError> {
+    serde_json::from_str(token).map_err(|_| {
+        SweepError::BadRequest(format!(
+            "page_token '{}' is not one this coordinator gave: start again with an empty page_token",
+            fleetbench_common::names::clean_text(token, 80)
+        ))
+    })
 }
