@@ -185,6 +185,8 @@ check_helm_refusals() {
 --set agent.gpus=-1|minimum
 --set agent.spool.type=nfs|agent/spool/type
 --set coordinator.persistance.size=1Gi|persistance
+--set agent.hosts={gpu-01}|set auth.agentTokens
+--set agent.hosts={gpu~01} --set auth.existingSecret=x|agent/hosts/0
 EOF
   return "$bad"
 }

@@ -141,6 +141,9 @@ template's top so that a bad combination fails the render with a reason.
 {{- if and .Values.tls.mutual .Values.coordinator.enabled (not .Values.agent.enabled) (not .Values.tls.agent.existingSecret) (not (and .Values.tls.agent.cert .Values.tls.agent.key)) }}
 {{- fail "tls.mutual: the coordinator's probes present the agent client certificate: set tls.agent.existingSecret or tls.agent.cert and .key" }}
 {{- end }}
+{{- if and .Values.agent.hosts .Values.auth.enabled (not .Values.auth.existingSecret) (not .Values.auth.agentTokens) }}
+{{- fail "agent.hosts: set auth.agentTokens (--set-file auth.agentTokens=certs/agent-tokens) so the coordinator binds each host's name to its token" }}
+{{- end }}
 {{- if and (not .Values.coordinator.enabled) .Values.agent.enabled (not .Values.agent.coordinatorUrl) }}
 {{- fail "coordinator.enabled=false: set agent.coordinatorUrl to the coordinator the agents dial" }}
 {{- end }}
