@@ -121,8 +121,9 @@ enum Command {
         #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
         max_spool_mb: u64,
         /// A hub model a coordinator's sweep may make this agent load
-        /// (`*` matches anything; repeat for more). Default: the SST-2
-        /// DistilBERT only.
+        /// (`*` matches anything; repeat for more); `PATTERN@COMMIT` pins it
+        /// to that 40-digit commit, its weights checked against the hub's
+        /// SHA-256. Default: the SST-2 DistilBERT only.
         #[arg(long = "allow-model", value_name = "PATTERN")]
         allow_models: Vec<String>,
         /// A directory whose model directories a sweep may name (repeat for

@@ -417,9 +417,12 @@ impl Agent {
             Ok(s) => s,
             Err(e) => return self.finish_at_once(&run.sweep_id, e.to_string(), out).await,
         };
-        // The agent's own policy decides what a remote spec may load.
-        if let Err(refused) = self.config.policy.check(&spec) {
-            return self.finish_at_once(&run.sweep_id, refused, out).await;
+        // The agent's own policy decides what a remote spec may load (and
+        // may pin the model to a commit).
+        let mut spec = spec;
+        match self.config.policy.check(&spec) {
+            Ok(model) => spec.model = model,
+            Err(refused) => return self.finish_at_once(&run.sweep_id, refused, out).await,
         }
         let mut done: HashSet<(String, usize)> = run
             .completed

@@ -5,7 +5,9 @@
 //! touch on its host, from its own command line, never from the spec alone:
 //!
 //! - **Models**: a hub repository must match one of `--allow-model`'s
-//!   patterns (default: the SST-2 DistilBERT and nothing else); a local
+//!   patterns (default: the SST-2 DistilBERT and nothing else), and an
+//!   entry `PATTERN@COMMIT` pins it to that commit, whose weights are
+//!   checked against the hub's SHA-256 (see `model::hub`); a local
 //!   directory must lie inside one of `--allow-model-dir`'s directories
 //!   (default: none), after symbolic links are resolved.
 //! - **Points that cannot fit**: a point whose memory estimate exceeds what
@@ -23,6 +25,8 @@ use std::path::{Path, PathBuf};
 use fleetbench_common::SweepSpec;
 use fleetbench_common::names::clean_text;
 use fleetbench_common::spec::DEFAULT_MODEL;
+
+use crate::model::split_revision;
 
 /// The hub repositories an agent runs unless told otherwise: the SST-2
 /// DistilBERT under both of its names.
@@ -69,9 +73,11 @@ impl ModelPolicy {
         Ok(policy)
     }
 
-    /// Whether this agent runs `spec`'s model; the error says what the
-    /// agent's owner would have to allow.
-    pub fn check(&self, spec: &SweepSpec) -> Result<(), String> {
+    /// Whether this agent runs `spec`'s model, and the model to load: the
+    /// spec's, pinned to a commit (`org/name@COMMIT`) when the agent's
+    /// `--allow-model` entry pins one. The error says what the agent's owner
+    /// would have to allow.
+    pub fn check(&self, spec: &SweepSpec) -> Result<String, String> {
         let model = spec.model.trim();
         let shown = clean_text(model, 200);
         if is_local(model) {
@@ -80,14 +86,25 @@ impl ModelPolicy {
                 .canonicalize()
                 .map_err(|_| format!("model directory '{shown}' does not exist on this host"))?;
             if self.directories.iter().any(|d| canonical.starts_with(d)) {
-                return Ok(());
+                return Ok(model.to_string());
             }
             return Err(format!(
                 "this agent does not read local model directories that a sweep names ('{shown}'): its owner can allow one with --allow-model-dir DIR"
             ));
         }
-        if self.models.iter().any(|p| glob_match(p, model)) {
-            return Ok(());
+        let (repo, asked) = split_revision(model);
+        for entry in &self.models {
+            let (pattern, pinned) = split_revision(entry);
+            if !glob_match(pattern, repo) {
+                continue;
+            }
+            return match (pinned, asked) {
+                (Some(pin), Some(rev)) if !pin.eq_ignore_ascii_case(rev) => Err(format!(
+                    "this agent runs {repo} only at commit {pin} (--allow-model), not at {rev}"
+                )),
+                (Some(pin), _) => Ok(format!("{repo}@{pin}")),
+                (None, _) => Ok(model.to_string()),
+            };
         }
         Err(format!(
             "this agent does not run model '{shown}': its owner can allow it with --allow-model (allowed now: {})",
@@ -275,6 +292,25 @@ mod tests {
                 .expect_err("outside");
             assert!(e.contains("--allow-model-dir"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_pinned_entry_fixes_the_commit_and_refuses_another() {
+        let pin = "714eb0fa89d2f80546fda750413ed43d93601a13";
+        let other = "0000000000000000000000000000000000000000";
+        let policy = ModelPolicy::new(vec![format!("{DEFAULT_MODEL}@{pin}")], &[]).expect("policy");
+        assert_eq!(
+            policy.check(&spec(DEFAULT_MODEL)),
+            Ok(format!("{DEFAULT_MODEL}@{pin}"))
+        );
+        assert_eq!(
+            policy.check(&spec(&format!("{DEFAULT_MODEL}@{pin}"))),
+            Ok(format!("{DEFAULT_MODEL}@{pin}"))
+        );
+        let e = policy
+            .check(&spec(&format!("{DEFAULT_MODEL}@{other}")))
+            .expect_err("another commit");
+        assert!(e.contains("only at commit 714eb0fa"), "{e}");
     }
 
     #[test]

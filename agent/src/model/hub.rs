@@ -81,15 +81,100 @@ fn revision_of(file: &Path) -> String {
         .unwrap_or_else(|| "main".to_string())
 }
 
-/// Finds or downloads the files of `repo`. The error is the one-line reason
-/// that goes inside `ModelError::HubUnavailable`.
+/// The files of `repo` at commit `revision` in the cache, if all are there
+/// (hf-hub's own lookup goes through `refs/`, which a commit has none of).
+fn cached_at(cache: &Cache, repo: &str, revision: &str) -> Option<HubFiles> {
+    let snapshot = cache
+        .path()
+        .join(format!("models--{}", repo.replace('/', "--")))
+        .join("snapshots")
+        .join(revision);
+    let file = |name: &str| Some(snapshot.join(name)).filter(|p| p.exists());
+    let tokenizer = match file("tokenizer.json") {
+        Some(p) => TokenizerFile::Json(p),
+        None => TokenizerFile::Vocab(file("vocab.txt")?),
+    };
+    Some(HubFiles {
+        config: file("config.json")?,
+        weights: file("model.safetensors")?,
+        tokenizer,
+        revision: revision.to_string(),
+    })
+}
+
+/// A hub cache keeps each large (LFS) file as `blobs/<SHA-256 of its
+/// content>`, the hash the hub published for it; the snapshot's file links
+/// there. Checks the content against that name, so a corrupt or altered
+/// blob is refused rather than measured.
+pub(crate) fn verify_blob(file: &Path) -> Result<(), String> {
+    use std::io::Read as _;
+    let Ok(target) = file.canonicalize() else {
+        return Ok(());
+    };
+    let Some(expected) = target
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_ascii_lowercase)
+    else {
+        return Ok(()); // not an LFS blob (a small file, or a local copy)
+    };
+    let mut reader = std::fs::File::open(&target)
+        .map_err(|e| format!("cannot read {}: {e}", target.display()))?;
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = reader
+            .read(&mut buffer)
+            .map_err(|e| format!("cannot read {}: {e}", target.display()))?;
+        if n == 0 {
+            break;
+        }
+        context.update(&buffer[..n]);
+    }
+    let got: String = context
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if got == expected {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} does not match the hub's SHA-256 {expected} (its content hashes to {got}): the cache is corrupt or was altered; delete {} and fetch it again",
+            file.display(),
+            target.display()
+        ))
+    }
+}
+
+/// Finds or downloads the files of `repo`, at commit `revision` when given
+/// (a pinned model), and checks the weights against the hub's hash. The
+/// error is the one-line reason that goes inside `ModelError::HubUnavailable`.
 pub(crate) fn fetch(
     repo: &str,
+    revision: Option<&str>,
+    cache_dir: Option<&Path>,
+    explicit_endpoint: Option<&str>,
+) -> Result<HubFiles, String> {
+    let files = fetch_files(repo, revision, cache_dir, explicit_endpoint)?;
+    verify_blob(&files.weights)?;
+    Ok(files)
+}
+
+fn fetch_files(
+    repo: &str,
+    revision: Option<&str>,
     cache_dir: Option<&Path>,
     explicit_endpoint: Option<&str>,
 ) -> Result<HubFiles, String> {
     let cache = cache(cache_dir);
-    if let Some(files) = cached(&cache, repo) {
+    let found = match revision {
+        Some(rev) => cached_at(&cache, repo, rev),
+        None => cached(&cache, repo),
+    };
+    if let Some(files) = found {
         return Ok(files);
     }
     let cache_path = cache.path().display().to_string();
@@ -122,7 +207,14 @@ pub(crate) fn fetch(
         .with_endpoint(endpoint)
         .build()
         .map_err(|e| format!("cannot start the hub client: {}", one_line(&e.to_string())))?;
-    let r = api.model(repo.to_string());
+    let r = match revision {
+        Some(rev) => api.repo(hf_hub::Repo::with_revision(
+            repo.to_string(),
+            hf_hub::RepoType::Model,
+            rev.to_string(),
+        )),
+        None => api.model(repo.to_string()),
+    };
     let get = |file: &str| {
         r.get(file).map_err(|e| {
             format!(
@@ -140,7 +232,9 @@ pub(crate) fn fetch(
             Err(_) => return Err(format!("{json_err} (and the repository has no vocab.txt)")),
         },
     };
-    let revision = revision_of(&config);
+    let revision = revision
+        .map(str::to_string)
+        .unwrap_or_else(|| revision_of(&config));
     Ok(HubFiles {
         config,
         weights,
@@ -242,5 +336,72 @@ mod tests {
             "0123abcdef"
         );
         assert_eq!(revision_of(Path::new("/tmp/x/config.json")), "main");
+    }
+
+    /// A hub cache laid out as hf-hub writes it, holding the fixture at
+    /// commit `commit`, its weights in `blobs/<SHA-256>`.
+    fn fake_cache(root: &Path, commit: &str) -> PathBuf {
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/tiny-distilbert-sst2");
+        let repo = root.join("models--org--tiny");
+        let snapshot = repo.join("snapshots").join(commit);
+        std::fs::create_dir_all(&snapshot).expect("mkdir");
+        std::fs::create_dir_all(repo.join("blobs")).expect("mkdir");
+        for f in ["config.json", "tokenizer.json"] {
+            std::fs::copy(fixture.join(f), snapshot.join(f)).expect("copy");
+        }
+        let weights = std::fs::read(fixture.join("model.safetensors")).expect("weights");
+        let sha: String = ring::digest::digest(&ring::digest::SHA256, &weights)
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let blob = repo.join("blobs").join(&sha);
+        std::fs::write(&blob, &weights).expect("blob");
+        std::os::unix::fs::symlink(
+            format!("../../blobs/{sha}"),
+            snapshot.join("model.safetensors"),
+        )
+        .expect("link");
+        blob
+    }
+
+    #[test]
+    fn a_pinned_commit_is_read_from_its_snapshot_and_an_altered_blob_is_refused() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let commit = "714eb0fa89d2f80546fda750413ed43d93601a13";
+        let blob = fake_cache(root.path(), commit);
+        let files = fetch(
+            "org/tiny",
+            Some(commit),
+            Some(root.path()),
+            Some("http://127.0.0.1:9"),
+        )
+        .expect("the pinned files, from the cache");
+        assert_eq!(files.revision, commit);
+        // Another commit is not in the cache (and the endpoint is dead).
+        let other = "0000000000000000000000000000000000000000";
+        assert!(
+            fetch(
+                "org/tiny",
+                Some(other),
+                Some(root.path()),
+                Some("http://127.0.0.1:9")
+            )
+            .is_err()
+        );
+        // One byte changed in the blob: its content no longer has the hub's hash.
+        let mut bytes = std::fs::read(&blob).expect("read");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&blob, bytes).expect("write");
+        let e = fetch(
+            "org/tiny",
+            Some(commit),
+            Some(root.path()),
+            Some("http://127.0.0.1:9"),
+        )
+        .expect_err("an altered blob");
+        assert!(e.contains("does not match the hub's SHA-256"), "{e}");
     }
 }

@@ -679,7 +679,14 @@ fn prepare_hub(
     if req.weights == WeightsChoice::Random {
         return prepare_builtin(req.seed);
     }
-    match hub::fetch(repo, req.cache_dir.as_deref(), req.hub_endpoint.as_deref()) {
+    // `org/name@COMMIT` pins the files to that commit of the repository.
+    let (repo, revision) = split_revision(repo);
+    match hub::fetch(
+        repo,
+        revision,
+        req.cache_dir.as_deref(),
+        req.hub_endpoint.as_deref(),
+    ) {
         Ok(files) => {
             let config = read_config(&files.config)?;
             let encoder = match &files.tokenizer {
@@ -712,6 +719,17 @@ fn prepare_hub(
             notes.push(note);
             prepare_builtin(req.seed)
         }
+    }
+}
+
+/// `org/name@COMMIT` -> (`org/name`, the 40-hex-digit commit); anything else
+/// is a repository without a pinned revision.
+pub fn split_revision(model: &str) -> (&str, Option<&str>) {
+    match model.rsplit_once('@') {
+        Some((repo, rev)) if rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            (repo, Some(rev))
+        }
+        _ => (model, None),
     }
 }
 
