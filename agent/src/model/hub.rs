@@ -102,6 +102,15 @@ fn cached_at(cache: &Cache, repo: &str, revision: &str) -> Option<HubFiles> {
     })
 }
 
+/// The most this agent downloads of a model file: what it would read of it.
+fn download_cap(file: &str) -> u64 {
+    match file {
+        "config.json" => super::MAX_CONFIG_BYTES,
+        "model.safetensors" => super::MAX_WEIGHTS_BYTES,
+        _ => super::MAX_TOKENIZER_BYTES,
+    }
+}
+
 /// A hub cache keeps each large (LFS) file as `blobs/<SHA-256 of its
 /// content>`, the hash the hub published for it; the snapshot's file links
 /// there. Checks the content against that name, so a corrupt or altered
@@ -216,6 +225,19 @@ fn fetch_files(
         None => api.model(repo.to_string()),
     };
     let get = |file: &str| {
+        // The hub says how large a file is before it is fetched: one that
+        // this agent would refuse to read is not downloaded either. (When
+        // the size cannot be read, the download itself will say why.)
+        if let Ok(meta) = api.metadata(&r.url(file)) {
+            let (size, cap) = (meta.size() as u64, download_cap(file));
+            if size > cap {
+                return Err(format!(
+                    "{file} of {repo} is {} MiB on the hub, more than the {} MiB this agent downloads for it",
+                    size.div_ceil(1 << 20),
+                    cap >> 20
+                ));
+            }
+        }
         r.get(file).map_err(|e| {
             format!(
                 "download of {file} from {host} failed: {}",
