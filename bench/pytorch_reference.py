@@ -246,8 +246,8 @@ def cmd_compare(a):
     env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads), CANDLE_NUM_THREADS=str(a.threads),
                OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads), RUST_LOG="warn")
 
-    def candle(out):
-        cmd = [a.agent, "bench", "--model", a.dir, "--weights", "hub", "--device", "cpu",
+    def candle(out, agent=None):
+        cmd = [agent or a.agent, "bench", "--model", a.dir, "--weights", "hub", "--device", "cpu",
                "--engine", "fleetbench", "--dtype", "f32", "--batch-sizes", a.batch_sizes,
                "--seq-len", str(a.seq_len), "--warmup", str(a.warmup),
                "--iterations", str(a.iterations), "--out", out]
@@ -275,11 +275,19 @@ def cmd_compare(a):
     # so neither engine always runs first, e.g. right after the other's heavy
     # batch 32, or in the first seconds of a new burst of load.
     engines = {"fleetbench": candle, "pytorch": torch}
+    if a.baseline_agent:
+        # Another build of the agent (e.g. before a change), in the same
+        # alternation, so the change's effect and both ratios come from one run.
+        engines["before"] = lambda out: candle(out, a.baseline_agent)
     results = {name: {b: [] for b in batches} for name in engines}
     interference = {name: [] for name in engines}
     reports = {}
+    names = list(engines)
     for r in range(1, a.rounds + 1):
-        order = ["fleetbench", "pytorch"] if r % 2 else ["pytorch", "fleetbench"]
+        # Each round starts with the next engine (A B C, B C A, ...; with two
+        # engines: A B, B A), so none always runs first.
+        shift = (r - 1) % len(names)
+        order = names[shift:] + names[:shift]
         for name in order:
             tp, wall, others, steal, reports[name] = engines[name](
                 os.path.join(a.work, f"{name}-{r}" + (".json" if name == "pytorch" else "")))
@@ -306,6 +314,15 @@ def cmd_compare(a):
           f"{statistics.median(interference['pytorch']):.0%}; load average "
           f"{load1:.2f} {load5:.2f} {load15:.2f}")
     print()
+    if a.baseline_agent:
+        print("| batch | fleetbench before samples/s | fleetbench (candle) samples/s | PyTorch eager samples/s | before / torch | candle / torch | candle / before |")
+        print("|------:|----------------------------:|------------------------------:|------------------------:|---------------:|---------------:|----------------:|")
+        for b in batches:
+            o = statistics.median(results["before"][b])
+            c = statistics.median(results["fleetbench"][b])
+            t = statistics.median(results["pytorch"][b])
+            print(f"| {b} | {o:.2f} | {c:.2f} | {t:.2f} | {o / t:.2f}x | {c / t:.2f}x | {c / o:.2f}x |")
+        return
     print("| batch | fleetbench (candle) samples/s | PyTorch eager samples/s | candle / torch |")
     print("|------:|------------------------------:|------------------------:|---------------:|")
     for b in batches:
@@ -330,6 +347,9 @@ def main():
         p.set_defaults(fn=fn)
         if name in ("check", "compare"):
             p.add_argument("--agent", required=True)
+        if name == "compare":
+            p.add_argument("--baseline-agent",
+                           help="another fleetbench-agent build (e.g. before a change) to run in the same alternation")
         if name in ("check", "bench"):
             p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
             p.add_argument("--dtype", default="f32", choices=sorted(DTYPES))

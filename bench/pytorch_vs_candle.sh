@@ -8,7 +8,9 @@
 #   bench/pytorch_vs_candle.sh [ROUNDS] [ITERATIONS]      (defaults 3 and 5)
 #
 # Environment knobs: THREADS (default: the physical core count), BATCH_SIZES
-# (default 1,8,32), SEQ_LEN (128), WARMUP (2), KEEP_MODEL=1 keeps the model dir.
+# (default 1,8,32), SEQ_LEN (128), WARMUP (2), KEEP_MODEL=1 keeps the model dir,
+# BASELINE_AGENT=PATH runs another agent build (e.g. from before a change) in
+# the same alternation and adds its ratios to the table.
 # A full default run takes about 5 minutes on 2 cores once the venv exists
 # (its first set-up downloads about 2.7 GB).
 #
@@ -84,4 +86,5 @@ echo "== load before: $(uptime)"
 "$py" bench/pytorch_reference.py compare "$work/model" --agent "$agent" \
   --threads "$threads" --rounds "$rounds" --iterations "$iterations" \
   --warmup "${WARMUP:-2}" --batch-sizes "${BATCH_SIZES:-1,8,32}" \
-  --seq-len "${SEQ_LEN:-128}" --work "$work/runs"
+  --seq-len "${SEQ_LEN:-128}" --work "$work/runs" \
+  ${BASELINE_AGENT:+--baseline-agent "$BASELINE_AGENT"}

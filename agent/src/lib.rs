@@ -9,6 +9,7 @@
 //! (the standalone sweep with its per-machine report), [`cli`] (the
 //! `fleetbench-agent` program, one function per command).
 
+pub mod alloc;
 pub mod bench;
 pub mod cli;
 pub mod client;

@@ -538,6 +538,9 @@ pub mod process_memory {
     /// refused (`false`) the peak stays process-wide, which over-reports but
     /// never under.
     pub fn reset_peak() -> bool {
+        // Memory the allocator keeps for reuse is resident: give it back
+        // first, so that the new peak counts only what is used from now on.
+        crate::alloc::release_free_memory();
         std::fs::write("/proc/self/clear_refs", "5").is_ok()
     }
 

@@ -322,7 +322,7 @@ impl FleetbenchModel {
 
             let f = blk.lin1.forward_laps(&x, ones, laps, "ffn lin1")?;
             let f = match self.activation {
-                Activation::Gelu => f.gelu_erf()?,
+                Activation::Gelu => super::gelu::gelu_erf(&f)?,
                 Activation::Relu => f.relu()?,
             };
             laps.lap("ffn lin1", "activation")?;

@@ -7,6 +7,7 @@
 
 mod config;
 pub mod engine;
+mod gelu;
 mod hub;
 mod stock;
 mod tokenizer;
