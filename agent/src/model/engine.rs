@@ -27,16 +27,21 @@ pub(crate) struct Linear {
 /// K = 1 (ones x row: exact, at memory speed in cuBLAS) and the addition takes
 /// the kernel's contiguous path; the result is bit for bit the same. On the
 /// CPU candle's broadcast loop is already fast and an extra pass would cost.
+/// On the CPU (`Fused`) the mask is added inside the fused f32 softmax
+/// where it applies (`softmax.rs`), and broadcast elsewhere.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum BiasAdd {
     Broadcast,
     ExpandByMatmul,
+    Fused,
 }
 
 impl BiasAdd {
     pub(crate) fn for_device(device: &Device) -> BiasAdd {
         if device.is_cuda() {
             BiasAdd::ExpandByMatmul
+        } else if device.is_cpu() {
+            BiasAdd::Fused
         } else {
             BiasAdd::Broadcast
         }
@@ -277,7 +282,7 @@ impl FleetbenchModel {
             .to_dtype(self.dtype)?;
         let device = ids.device();
         let (bias, ones) = match bias_add {
-            BiasAdd::Broadcast => (bias.reshape((b, 1, 1, s))?, None),
+            BiasAdd::Broadcast | BiasAdd::Fused => (bias.reshape((b, 1, 1, s))?, None),
             // (b, h·s, 1) x (b, 1, s) = (b, h, s, s): the mask of every head
             // and query row, built once and used by all layers.
             BiasAdd::ExpandByMatmul => (
@@ -303,13 +308,27 @@ impl FleetbenchModel {
             let v = qkv.get(2)?;
             let scores = q.matmul(&k.t()?)?;
             laps.lap("attention", "q.kT matmul")?;
-            let scores = match bias_add {
-                BiasAdd::Broadcast => scores.broadcast_add(&bias)?,
-                BiasAdd::ExpandByMatmul => (scores + &bias)?,
+            let fused = match bias_add {
+                BiasAdd::Fused => super::softmax::fused_masked_softmax(&scores, &bias)?,
+                BiasAdd::Broadcast | BiasAdd::ExpandByMatmul => None,
             };
-            laps.lap("attention", "mask add")?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            laps.lap("attention", "softmax")?;
+            let probs = match fused {
+                Some(probs) => {
+                    // The mask's addition is inside this step.
+                    laps.lap("attention", "softmax")?;
+                    probs
+                }
+                None => {
+                    let scores = match bias_add {
+                        BiasAdd::Broadcast | BiasAdd::Fused => scores.broadcast_add(&bias)?,
+                        BiasAdd::ExpandByMatmul => (scores + &bias)?,
+                    };
+                    laps.lap("attention", "mask add")?;
+                    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+                    laps.lap("attention", "softmax")?;
+                    probs
+                }
+            };
             let ctx = probs.matmul(&v)?;
             laps.lap("attention", "probs.v matmul")?;
             let ctx = ctx.transpose(1, 2)?.reshape((rows, d))?;

@@ -9,6 +9,7 @@ mod config;
 pub mod engine;
 mod gelu;
 mod hub;
+mod softmax;
 mod stock;
 mod tokenizer;
 mod weights;
