@@ -339,10 +339,23 @@ impl FleetbenchModel {
             x = blk.sa_norm.forward(&sum)?;
             laps.lap("attention out", "layer norm")?;
 
-            let f = blk.lin1.forward_laps(&x, ones, laps, "ffn lin1")?;
-            let f = match self.activation {
-                Activation::Gelu => super::gelu::gelu_erf(&f)?,
-                Activation::Relu => f.relu()?,
+            // On the CPU the bias is added inside the GELU's pass.
+            let f = match (bias_add, self.activation) {
+                (BiasAdd::Fused, Activation::Gelu) => {
+                    let y = x.matmul(&blk.lin1.wt)?;
+                    laps.lap("ffn lin1", "matmul")?;
+                    match super::gelu::fused_bias_gelu(&y, &blk.lin1.b)? {
+                        Some(f) => f,
+                        None => super::gelu::gelu_erf(&y.broadcast_add(&blk.lin1.b)?)?,
+                    }
+                }
+                _ => {
+                    let f = blk.lin1.forward_laps(&x, ones, laps, "ffn lin1")?;
+                    match self.activation {
+                        Activation::Gelu => super::gelu::gelu_erf(&f)?,
+                        Activation::Relu => f.relu()?,
+                    }
+                }
             };
             laps.lap("ffn lin1", "activation")?;
             let f = blk.lin2.forward_laps(&f, ones, laps, "ffn lin2")?;

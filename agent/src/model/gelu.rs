@@ -8,7 +8,7 @@
 //! clamped to [-4, 4], where erf is ±1 to f32 precision beyond. It has no
 //! branch and no libm call, so the loop compiles to SIMD arithmetic.
 
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// P's coefficients (odd powers, x¹ to x¹³) and Q's (even, x⁰ to x⁸), as
@@ -93,6 +93,68 @@ impl CustomOp1 for GeluErfF32 {
     }
 }
 
+/// `gelu(x + bias)` for x (rows, n) and bias (n): the feed-forward layer's
+/// bias added in the same pass as its activation.
+struct BiasGeluF32;
+
+impl CustomOp2 for BiasGeluF32 {
+    fn name(&self) -> &'static str {
+        "bias-gelu-erf-f32-rational"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        bias: &CpuStorage,
+        bias_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(x), CpuStorage::F32(bias)) = (x, bias) else {
+            candle_core::bail!("bias-gelu-erf-f32-rational takes f32 storage")
+        };
+        let (Some((x0, x1)), Some((b0, b1))) = (
+            x_layout.contiguous_offsets(),
+            bias_layout.contiguous_offsets(),
+        ) else {
+            candle_core::bail!("bias-gelu-erf-f32-rational takes contiguous tensors")
+        };
+        let (_, n) = x_layout.shape().dims2()?;
+        if bias_layout.shape().dims() != [n] || n == 0 {
+            candle_core::bail!("bias-gelu-erf-f32-rational: the bias must be (n,)")
+        }
+        let (src, bias) = (&x[x0..x1], &bias[b0..b1]);
+        let mut out = vec![0.0f32; src.len()];
+        // Whole rows per chunk (about 64 Ki elements), so each row meets
+        // the bias from its start.
+        let rows_per_chunk = ((1 << 16) / n).max(1);
+        out.par_chunks_mut(rows_per_chunk * n)
+            .zip(src.par_chunks(rows_per_chunk * n))
+            .for_each(|(out, src)| {
+                for (out, src) in out.chunks_mut(n).zip(src.chunks(n)) {
+                    for ((o, &x), &b) in out.iter_mut().zip(src).zip(bias) {
+                        *o = gelu(x + b);
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), x_layout.shape().clone()))
+    }
+}
+
+/// `gelu(x + bias)` in one pass where it applies (f32, CPU, contiguous,
+/// x (rows, n), bias (n)); `None` elsewhere, for the caller's two steps.
+pub(crate) fn fused_bias_gelu(x: &Tensor, bias: &Tensor) -> Result<Option<Tensor>> {
+    let applies = x.device().is_cpu()
+        && x.dtype() == DType::F32
+        && bias.dtype() == DType::F32
+        && x.is_contiguous()
+        && bias.is_contiguous()
+        && x.dims2().is_ok_and(|(_, n)| bias.dims() == [n]);
+    if !applies {
+        return Ok(None);
+    }
+    x.apply_op2_no_bwd(bias, &BiasGeluF32).map(Some)
+}
+
 /// GELU with erf: the vectorisable form for contiguous f32 tensors on the
 /// CPU, candle's own everywhere else (GPUs, half precision).
 pub(crate) fn gelu_erf(x: &Tensor) -> Result<Tensor> {
@@ -150,5 +212,25 @@ mod tests {
         assert_eq!(a, b);
         let half = t.to_dtype(DType::BF16).expect("bf16");
         assert_eq!(gelu_erf(&half).expect("gelu").dtype(), DType::BF16);
+    }
+
+    #[test]
+    fn the_fused_bias_and_gelu_equal_the_two_steps() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 2.0, (37, 50), &dev).expect("x");
+        let bias = Tensor::randn(0f32, 1.0, 50, &dev).expect("bias");
+        let fused = fused_bias_gelu(&x, &bias)
+            .expect("fused")
+            .expect("applies")
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .expect("vec");
+        let two_steps = gelu_erf(&x.broadcast_add(&bias).expect("add"))
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f32>())
+            .expect("vec");
+        assert_eq!(fused, two_steps);
+        let column = Tensor::randn(0f32, 1.0, (37, 1), &dev).expect("column");
+        assert!(fused_bias_gelu(&x, &column).expect("ok").is_none());
     }
 }
