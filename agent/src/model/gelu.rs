@@ -63,6 +63,22 @@ fn gelu(x: f32) -> f32 {
     }
 }
 
+/// The f32 elements of a contiguous CPU tensor, for this module's and
+/// `softmax`'s kernels; anything else is an error naming the op.
+pub(super) fn contiguous_f32<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op} takes f32 storage")
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op} takes contiguous tensors")
+    };
+    Ok(&data[start..end])
+}
+
 /// The op, for `Tensor::apply_op1_no_bwd`: f32 CPU storage only.
 struct GeluErfF32;
 
@@ -72,13 +88,7 @@ impl CustomOp1 for GeluErfF32 {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("gelu-erf-f32-rational takes f32 storage")
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("gelu-erf-f32-rational takes a contiguous tensor")
-        };
-        let src = &data[start..end];
+        let src = contiguous_f32(storage, layout, self.name())?;
         let mut out = vec![0.0f32; src.len()];
         // Chunks of 64 Ki elements over the threads (a batch-8 FFN
         // activation is 3 Mi elements); each chunk's loop vectorises.
@@ -109,20 +119,12 @@ impl CustomOp2 for BiasGeluF32 {
         bias: &CpuStorage,
         bias_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(x), CpuStorage::F32(bias)) = (x, bias) else {
-            candle_core::bail!("bias-gelu-erf-f32-rational takes f32 storage")
-        };
-        let (Some((x0, x1)), Some((b0, b1))) = (
-            x_layout.contiguous_offsets(),
-            bias_layout.contiguous_offsets(),
-        ) else {
-            candle_core::bail!("bias-gelu-erf-f32-rational takes contiguous tensors")
-        };
+        let src = contiguous_f32(x, x_layout, self.name())?;
+        let bias = contiguous_f32(bias, bias_layout, self.name())?;
         let (_, n) = x_layout.shape().dims2()?;
         if bias_layout.shape().dims() != [n] || n == 0 {
             candle_core::bail!("bias-gelu-erf-f32-rational: the bias must be (n,)")
         }
-        let (src, bias) = (&x[x0..x1], &bias[b0..b1]);
         let mut out = vec![0.0f32; src.len()];
         // Whole rows per chunk (about 64 Ki elements), so each row meets
         // the bias from its start.

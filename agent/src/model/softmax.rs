@@ -11,6 +11,8 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::gelu::contiguous_f32;
+
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 /// ln 2 in two parts, so that n·ln2 is subtracted without rounding error.
 const LN2_HI: f32 = 0.693_359_4;
@@ -84,20 +86,13 @@ impl CustomOp2 for MaskedSoftmaxF32 {
         mask: &CpuStorage,
         mask_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(scores), CpuStorage::F32(mask)) = (scores, mask) else {
-            candle_core::bail!("masked-softmax-f32 takes f32 storage")
-        };
-        let (Some((s0, s1)), Some((m0, m1))) = (
-            scores_layout.contiguous_offsets(),
-            mask_layout.contiguous_offsets(),
-        ) else {
-            candle_core::bail!("masked-softmax-f32 takes contiguous tensors")
-        };
+        let scores_data = contiguous_f32(scores, scores_layout, self.name())?;
+        let mask_data = contiguous_f32(mask, mask_layout, self.name())?;
         let (b, h, q, k) = scores_layout.shape().dims4()?;
         if mask_layout.shape().dims() != [b, 1, 1, k] || q == 0 || k == 0 {
             candle_core::bail!("masked-softmax-f32: the mask must be (b, 1, 1, s)")
         }
-        let (scores, mask) = (&scores[s0..s1], &mask[m0..m1]);
+        let (scores, mask) = (scores_data, mask_data);
         let mut dst = vec![0.0f32; scores.len()];
         let rows_per_batch = h * q;
         dst.par_chunks_mut(k)
