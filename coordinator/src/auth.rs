@@ -128,7 +128,8 @@ impl CertificateRoles {
 pub struct HostTokens {
     /// Token hash -> the host it binds.
     by_hash: BTreeMap<[u8; 32], String>,
-    names: BTreeSet<String>,
+    /// Shared with every session's [`AgentCaller`]: no copy per connection.
+    names: Arc<BTreeSet<String>>,
 }
 
 /// SHA-256 of a token, the form in which `--agent-tokens` keeps it.
@@ -145,7 +146,8 @@ pub fn hex(bytes: &[u8]) -> String {
 
 impl HostTokens {
     pub fn parse(text: &str, source: &str) -> Result<HostTokens, SecurityError> {
-        let mut tokens = HostTokens::default();
+        let mut by_hash = BTreeMap::new();
+        let mut names = BTreeSet::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim();
             if line.is_empty() {
@@ -164,20 +166,24 @@ impl HostTokens {
             let hash = parse_hex32(hash).ok_or_else(|| {
                 bad("the hash must be 64 hex digits (the SHA-256 of the host's token)".into())
             })?;
-            if !tokens.names.insert(name.to_string()) {
+            if !names.insert(name.to_string()) {
                 return Err(bad(format!("'{name}' is listed twice")));
             }
-            if tokens.by_hash.insert(hash, name.to_string()).is_some() {
+            if by_hash.insert(hash, name.to_string()).is_some() {
                 return Err(bad(
                     "two hosts share one token: give each host its own".into()
                 ));
             }
         }
-        if tokens.names.is_empty() {
+        if names.is_empty() {
             return Err(SecurityError::Invalid(format!(
                 "{source} lists no host: write lines of NAME SHA256HEX"
             )));
         }
+        let tokens = HostTokens {
+            by_hash,
+            names: Arc::new(names),
+        };
         Ok(tokens)
     }
 
@@ -439,12 +445,11 @@ impl AgentGate {
         Ok(AgentCaller {
             certificate_names,
             token_host,
-            bound_names: Arc::new(
-                s.host_tokens
-                    .as_ref()
-                    .map(|t| t.names.clone())
-                    .unwrap_or_default(),
-            ),
+            bound_names: s
+                .host_tokens
+                .as_ref()
+                .map(|t| t.names.clone())
+                .unwrap_or_default(),
             proof: if proof.is_empty() {
                 "no authentication".into()
             } else {
@@ -628,7 +633,7 @@ mod tests {
         let caller = |token_host: Option<&str>| AgentCaller {
             certificate_names: None,
             token_host: token_host.map(str::to_string),
-            bound_names: Arc::new(tokens.names.clone()),
+            bound_names: tokens.names.clone(),
             proof: String::new(),
         };
         assert!(caller(Some("gpu-01")).may_be("gpu-01").is_ok());

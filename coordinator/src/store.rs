@@ -180,6 +180,23 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE sweeps ADD COLUMN options_json TEXT NOT NULL DEFAULT '{}';",
 ];
 
+/// The columns of a [`ResultRow`], in [`result_row`]'s order.
+const RESULT_COLUMNS: &str = "host, device_id, batch_size, device_json, model_json, environment_json, point_json, received_ms";
+
+fn result_row(sweep: &str, r: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRow> {
+    Ok(ResultRow {
+        sweep_id: sweep.to_string(),
+        host: r.get(0)?,
+        device_id: r.get(1)?,
+        batch_size: r.get(2)?,
+        device_json: r.get(3)?,
+        model_json: r.get(4)?,
+        environment_json: r.get(5)?,
+        point_json: r.get(6)?,
+        received_ms: r.get(7)?,
+    })
+}
+
 /// A result's key within its sweep: where a page of results ends.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ResultKey {
@@ -771,22 +788,11 @@ impl Store {
     pub fn results(&self, sweep: &str) -> Result<Vec<ResultRow>, StoreError> {
         self.with(|c| {
             let mut st = c.prepare(
-                "SELECT host, device_id, batch_size, device_json, model_json, environment_json, point_json, received_ms
-                 FROM results WHERE sweep_id = ?1 ORDER BY host, device_id, received_ms",
+                &format!(
+                "SELECT {RESULT_COLUMNS} FROM results WHERE sweep_id = ?1 ORDER BY host, device_id, received_ms"
+            ),
             )?;
-            let rows = st.query_map(params![sweep], |r| {
-                Ok(ResultRow {
-                    sweep_id: sweep.to_string(),
-                    host: r.get(0)?,
-                    device_id: r.get(1)?,
-                    batch_size: r.get(2)?,
-                    device_json: r.get(3)?,
-                    model_json: r.get(4)?,
-                    environment_json: r.get(5)?,
-                    point_json: r.get(6)?,
-                    received_ms: r.get(7)?,
-                })
-            })?;
+            let rows = st.query_map(params![sweep], |r| result_row(sweep, r))?;
             rows.collect()
         })
     }
@@ -807,23 +813,12 @@ impl Store {
         };
         self.with(|c| {
             let mut st = c.prepare(
-                "SELECT host, device_id, batch_size, device_json, model_json, environment_json, point_json, received_ms
-                 FROM results WHERE sweep_id = ?1 AND (host, device_id, batch_size) > (?2, ?3, ?4)
-                 ORDER BY host, device_id, batch_size LIMIT ?5",
+                &format!(
+                "SELECT {RESULT_COLUMNS} FROM results WHERE sweep_id = ?1 AND (host, device_id, batch_size) > (?2, ?3, ?4)
+                 ORDER BY host, device_id, batch_size LIMIT ?5"
+            ),
             )?;
-            let rows = st.query_map(params![sweep, host, device, batch, limit as i64], |r| {
-                Ok(ResultRow {
-                    sweep_id: sweep.to_string(),
-                    host: r.get(0)?,
-                    device_id: r.get(1)?,
-                    batch_size: r.get(2)?,
-                    device_json: r.get(3)?,
-                    model_json: r.get(4)?,
-                    environment_json: r.get(5)?,
-                    point_json: r.get(6)?,
-                    received_ms: r.get(7)?,
-                })
-            })?;
+            let rows = st.query_map(params![sweep, host, device, batch, limit as i64], |r| result_row(sweep, r))?;
             rows.collect()
         })
     }

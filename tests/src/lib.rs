@@ -8,6 +8,7 @@
 //! so `cargo test -p fleetbench-tests` alone runs the programs of this
 //! checkout, never stale ones.
 
+pub mod creds;
 pub mod proxy;
 
 use std::io::{BufRead as _, BufReader};

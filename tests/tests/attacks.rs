@@ -7,8 +7,8 @@
 //! Every one of these attacks succeeded against the code before the change
 //! that added this file (see that commit's message).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use fleetbench_common::stats::LatencySummary;
@@ -18,6 +18,7 @@ use fleetbench_common::{
 };
 use fleetbench_proto::v1::agent_session_client::AgentSessionClient;
 use fleetbench_proto::v1::{self, agent_message, coordinator_message};
+use fleetbench_tests::creds::{client_tls, dev_certs, file, operator, short_lived_agent};
 use fleetbench_tests::{
     AgentProc, CoordinatorProc, bin, http_get, show, sweep_id_of, text, wait_for_agents,
     wait_sweep_end, wait_until,
@@ -57,71 +58,22 @@ fn url_of(coordinator: &CoordinatorProc, creds: &[String]) -> String {
     }
 }
 
-fn dev_certs(dir: &Path, agents: &[&str]) -> PathBuf {
-    let mut cmd = Command::new(bin("fleetbench"));
-    cmd.arg("dev-certs").arg(dir);
-    for a in agents {
-        cmd.args(["--agent", a]);
-    }
-    let out = cmd.output().expect("dev-certs");
-    assert!(out.status.success(), "{}", text(&out));
-    dir.to_path_buf()
-}
-
-fn p(dir: &Path, file: &str) -> String {
-    dir.join(file).to_str().expect("utf-8").to_string()
-}
-
 fn tls(certs: &Path, who: &str) -> Vec<String> {
-    vec![
-        "--tls-ca".into(),
-        p(certs, "ca.pem"),
-        "--tls-cert".into(),
-        p(certs, &format!("{who}.pem")),
-        "--tls-key".into(),
-        p(certs, &format!("{who}-key.pem")),
-    ]
+    client_tls(certs, certs, who)
 }
 
 fn mtls_coordinator(dir: &Path, certs: &Path, extra: &[&str]) -> CoordinatorProc {
     let mut args = vec![
         "--tls-cert".to_string(),
-        p(certs, "coordinator.pem"),
+        file(certs, "coordinator.pem"),
         "--tls-key".into(),
-        p(certs, "coordinator-key.pem"),
+        file(certs, "coordinator-key.pem"),
         "--client-ca".into(),
-        p(certs, "ca.pem"),
+        file(certs, "ca.pem"),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     CoordinatorProc::start(&dir.join("data"), None, &args)
-}
-
-fn operator(url: &str, creds: &[String], args: &[&str]) -> Output {
-    Command::new(bin("fleetbench"))
-        .args(args)
-        .args(["--coordinator", url])
-        .args(creds)
-        .output()
-        .expect("fleetbench")
-}
-
-/// An agent that gives up by itself; returns its exit code and log.
-fn short_lived_agent(
-    url: &str,
-    name: &str,
-    spool: &Path,
-    args: &[String],
-) -> (Option<i32>, String) {
-    let out = Command::new(bin("fleetbench-agent"))
-        .args(["run", "--coordinator", url, "--name", name, "--spool"])
-        .arg(spool)
-        .args(["--simulate", "T4", "--max-backoff", "0.2"])
-        .args(args)
-        .env_remove("FLEETBENCH_AGENT_TOKEN")
-        .output()
-        .expect("agent");
-    (out.status.code(), text(&out))
 }
 
 // ---------------------------------------------------------------- identity
@@ -175,12 +127,12 @@ fn a_shared_token_cannot_claim_a_host_bound_to_its_own_token() {
         None,
         &[
             "--agent-tokens",
-            &p(&certs, "agent-tokens"),
+            &file(&certs, "agent-tokens"),
             "--agent-token-file",
-            &p(&certs, "agent.token"),
+            &file(&certs, "agent.token"),
         ],
     );
-    let token = |file: &str| vec!["--token-file".to_string(), p(&certs, file)];
+    let token = |name: &str| vec!["--token-file".to_string(), file(&certs, name)];
     for (name, file, expected) in [
         ("gpu-a", "agent.token", "host 'gpu-a' has its own token"),
         (
@@ -476,9 +428,9 @@ fn beyond_loopback_an_unauthenticated_coordinator_does_not_start() {
         .arg(dir.path().join("data"))
         .args([
             "--tls-cert",
-            &p(&certs, "coordinator.pem"),
+            &file(&certs, "coordinator.pem"),
             "--tls-key",
-            &p(&certs, "coordinator-key.pem"),
+            &file(&certs, "coordinator-key.pem"),
         ])
         .output()
         .expect("serve");

@@ -2,93 +2,44 @@
 //! certificates `fleetbench dev-certs` makes, agents and operator commands
 //! with the right and the wrong credentials, and what each refusal says.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
+use fleetbench_tests::creds::{client_tls, dev_certs, file, operator, short_lived_agent};
 use fleetbench_tests::{AgentProc, CoordinatorProc, bin, text, wait_until};
-
-fn dev_certs(dir: &Path) -> PathBuf {
-    let out = Command::new(bin("fleetbench"))
-        .arg("dev-certs")
-        .arg(dir)
-        .args([
-            "--agent", "gpu-a", "--agent", "refused", "--agent", "intruder",
-        ])
-        .output()
-        .expect("run dev-certs");
-    assert!(out.status.success(), "dev-certs: {}", text(&out));
-    dir.to_path_buf()
-}
-
-fn path(dir: &Path, file: &str) -> String {
-    dir.join(file).to_str().expect("utf-8 path").to_string()
-}
-
-/// An operator command against `url` with `creds`.
-fn operator(url: &str, creds: &[String], args: &[&str]) -> Output {
-    Command::new(bin("fleetbench"))
-        .args(args)
-        .args(["--coordinator", url])
-        .args(creds)
-        .output()
-        .expect("run fleetbench")
-}
-
-/// Runs an agent that is expected to give up by itself; returns its exit
-/// code and log.
-fn refused_agent(url: &str, spool: &Path, args: &[String]) -> (Option<i32>, String) {
-    let out = Command::new(bin("fleetbench-agent"))
-        .args(["run", "--coordinator", url, "--name", "refused", "--spool"])
-        .arg(spool)
-        .args(["--simulate", "T4", "--max-backoff", "0.2"])
-        .args(args)
-        .env("RUST_LOG", "info")
-        .env_remove("FLEETBENCH_AGENT_TOKEN")
-        .output()
-        .expect("run agent");
-    (out.status.code(), text(&out))
-}
 
 #[test]
 fn mutual_tls_and_tokens_admit_the_right_peers_and_name_every_refusal() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let certs = dev_certs(&dir.path().join("certs"));
-    let stranger = dev_certs(&dir.path().join("stranger"));
+    let agents = ["gpu-a", "refused", "intruder"];
+    let certs = dev_certs(&dir.path().join("certs"), &agents);
+    let stranger = dev_certs(&dir.path().join("stranger"), &agents);
     let coordinator = CoordinatorProc::start(
         &dir.path().join("data"),
         None,
         &[
             "--tls-cert",
-            &path(&certs, "coordinator.pem"),
+            &file(&certs, "coordinator.pem"),
             "--tls-key",
-            &path(&certs, "coordinator-key.pem"),
+            &file(&certs, "coordinator-key.pem"),
             "--client-ca",
-            &path(&certs, "ca.pem"),
+            &file(&certs, "ca.pem"),
             "--agent-token-file",
-            &path(&certs, "agent.token"),
+            &file(&certs, "agent.token"),
             "--operator-token-file",
-            &path(&certs, "operator.token"),
+            &file(&certs, "operator.token"),
         ],
     );
     let url = format!("https://{}", coordinator.addr);
-    let tls = |who: &str, from: &Path| -> Vec<String> {
-        vec![
-            "--tls-ca".into(),
-            path(&certs, "ca.pem"),
-            "--tls-cert".into(),
-            path(from, &format!("{who}.pem")),
-            "--tls-key".into(),
-            path(from, &format!("{who}-key.pem")),
-        ]
-    };
+    let tls = |who: &str, from: &Path| client_tls(&certs, from, who);
     let with = |mut v: Vec<String>, extra: &[&str]| {
         v.extend(extra.iter().map(|s| s.to_string()));
         v
     };
     let operator_creds = with(
         tls("operator", &certs),
-        &["--operator-token-file", &path(&certs, "operator.token")],
+        &["--operator-token-file", &file(&certs, "operator.token")],
     );
 
     // The right agent gets in.
@@ -96,7 +47,7 @@ fn mutual_tls_and_tokens_admit_the_right_peers_and_name_every_refusal() {
         tls("agent-gpu-a", &certs),
         &[
             "--token-file",
-            &path(&certs, "agent.token"),
+            &file(&certs, "agent.token"),
             "--simulate",
             "A10",
             "--simulate-point-ms",
@@ -127,7 +78,7 @@ fn mutual_tls_and_tokens_admit_the_right_peers_and_name_every_refusal() {
     }
     let agent_token_as_operator = with(
         tls("operator", &certs),
-        &["--operator-token-file", &path(&certs, "agent.token")],
+        &["--operator-token-file", &file(&certs, "agent.token")],
     );
     let out = operator(&url, &agent_token_as_operator, &["sweeps"]);
     assert_eq!(out.status.code(), Some(2));
@@ -145,7 +96,7 @@ fn mutual_tls_and_tokens_admit_the_right_peers_and_name_every_refusal() {
         (None, "this coordinator requires the agent token"),
         (Some(wrong.as_str()), "the agent token was rejected"),
         (
-            Some(path(&certs, "operator.token").as_str()),
+            Some(file(&certs, "operator.token").as_str()),
             "the operator token was given where the agent token is needed",
         ),
     ] {
@@ -153,16 +104,17 @@ fn mutual_tls_and_tokens_admit_the_right_peers_and_name_every_refusal() {
         if let Some(t) = token {
             args.extend(["--token-file".to_string(), t.to_string()]);
         }
-        let (code, log) = refused_agent(&url, &dir.path().join("spool-refused"), &args);
+        let (code, log) =
+            short_lived_agent(&url, "refused", &dir.path().join("spool-refused"), &args);
         assert_eq!(code, Some(2), "{expected}: {log}");
         assert!(log.contains(expected), "wanted '{expected}' in: {log}");
     }
 
     // An agent that does not trust the coordinator's certificate says so and stops.
     let mut args = tls("agent-refused", &certs);
-    args[1] = path(&stranger, "ca.pem");
-    args.extend(["--token-file".into(), path(&certs, "agent.token")]);
-    let (code, log) = refused_agent(&url, &dir.path().join("spool-refused"), &args);
+    args[1] = file(&stranger, "ca.pem");
+    args.extend(["--token-file".into(), file(&certs, "agent.token")]);
+    let (code, log) = short_lived_agent(&url, "refused", &dir.path().join("spool-refused"), &args);
     assert_eq!(code, Some(2), "{log}");
     assert!(
         log.contains("the coordinator's certificate is not signed by the CA in --tls-ca"),
@@ -175,7 +127,7 @@ fn mutual_tls_and_tokens_admit_the_right_peers_and_name_every_refusal() {
         tls("agent-intruder", &stranger),
         &[
             "--token-file",
-            &path(&certs, "agent.token"),
+            &file(&certs, "agent.token"),
             "--simulate",
             "T4",
         ],
@@ -209,9 +161,9 @@ fn mutual_tls_and_tokens_admit_the_right_peers_and_name_every_refusal() {
         &url,
         &[
             "--tls-ca".into(),
-            path(&certs, "ca.pem"),
+            file(&certs, "ca.pem"),
             "--operator-token-file".into(),
-            path(&certs, "operator.token"),
+            file(&certs, "operator.token"),
         ],
         &["agents"],
     );
@@ -223,7 +175,7 @@ fn mutual_tls_and_tokens_admit_the_right_peers_and_name_every_refusal() {
         &coordinator.url,
         &[
             "--operator-token-file".into(),
-            path(&certs, "operator.token"),
+            file(&certs, "operator.token"),
         ],
         &["agents"],
     );
