@@ -248,7 +248,7 @@ def cmd_compare(a):
 
     def candle(out, agent=None):
         cmd = [agent or a.agent, "bench", "--model", a.dir, "--weights", "hub", "--device", "cpu",
-               "--engine", "fleetbench", "--dtype", "f32", "--batch-sizes", a.batch_sizes,
+               "--engine", "fleetbench", "--dtype", a.dtype, "--batch-sizes", a.batch_sizes,
                "--seq-len", str(a.seq_len), "--warmup", str(a.warmup),
                "--iterations", str(a.iterations), "--out", out]
         wall, others, steal = run_block(cmd, env)
@@ -261,7 +261,7 @@ def cmd_compare(a):
         cmd = [sys.executable, os.path.abspath(__file__), "bench", a.dir, "--json", out,
                "--threads", str(a.threads), "--batch-sizes", a.batch_sizes,
                "--seq-len", str(a.seq_len), "--warmup", str(a.warmup),
-               "--iterations", str(a.iterations)]
+               "--iterations", str(a.iterations), "--dtype", a.dtype]
         wall, others, steal = run_block(cmd, env)
         report = json.load(open(out))
         return ({p["batch_size"]: p["throughput"] for p in report["points"]},
@@ -307,7 +307,7 @@ def cmd_compare(a):
           f"torch {tr['torch']} + transformers {tr['transformers']} eager "
           f"({tr['threads']} threads, attention '{tr['attn_implementation']}', "
           f"CPU capability {tr['cpu_capability']}, inference_mode)")
-    print(f"{cr['host']['cpu_model']}, {os.cpu_count()} logical CPUs; f32, seq {a.seq_len}, "
+    print(f"{cr['host']['cpu_model']}, {os.cpu_count()} logical CPUs; {a.dtype}, seq {a.seq_len}, "
           f"{a.warmup} warm-up + {a.iterations} timed iterations, {a.rounds} alternating rounds; "
           f"other processes' CPU share per block, median: fleetbench "
           f"{statistics.median(interference['fleetbench']):.0%}, pytorch "
@@ -352,7 +352,7 @@ def main():
                            help="another fleetbench-agent build (e.g. before a change) to run in the same alternation")
         if name in ("check", "bench"):
             p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-            p.add_argument("--dtype", default="f32", choices=sorted(DTYPES))
+        p.add_argument("--dtype", default="f32", choices=sorted(DTYPES))
         if name == "check":
             p.add_argument("--tol", type=float, default=MAX_ABS_DIFF,
                            help="largest accepted |candle - torch| logit difference")

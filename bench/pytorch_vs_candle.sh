@@ -10,7 +10,8 @@
 # Environment knobs: THREADS (default: the physical core count), BATCH_SIZES
 # (default 1,8,32), SEQ_LEN (128), WARMUP (2), KEEP_MODEL=1 keeps the model dir,
 # BASELINE_AGENT=PATH runs another agent build (e.g. from before a change) in
-# the same alternation and adds its ratios to the table.
+# the same alternation and adds its ratios to the table, DTYPE=f32|bf16|f16
+# (f32) the precision of both engines (PyTorch: model.to(dtype)).
 # A full default run takes about 5 minutes on 2 cores once the venv exists
 # (its first set-up downloads about 2.7 GB).
 #
@@ -82,9 +83,14 @@ echo "== machine: $(lscpu | sed -n 's/^Model name: *//p'), $physical physical co
 echo "== load before: $(uptime)"
 "$py" bench/pytorch_reference.py make-model "$work/model" \
   --tokenizer testdata/tiny-distilbert-sst2/tokenizer.json
-"$py" bench/pytorch_reference.py check "$work/model" --agent "$agent" --threads "$threads"
+dtype=${DTYPE:-f32}
+# Half precisions round differently in each engine: the logits check's
+# tolerance follows the golden tests' (agent/tests/golden.rs).
+case $dtype in f32) tol=1e-3 ;; *) tol=1e-1 ;; esac
+"$py" bench/pytorch_reference.py check "$work/model" --agent "$agent" --threads "$threads" \
+  --dtype "$dtype" --tol "$tol"
 "$py" bench/pytorch_reference.py compare "$work/model" --agent "$agent" \
   --threads "$threads" --rounds "$rounds" --iterations "$iterations" \
   --warmup "${WARMUP:-2}" --batch-sizes "${BATCH_SIZES:-1,8,32}" \
-  --seq-len "${SEQ_LEN:-128}" --work "$work/runs" \
+  --seq-len "${SEQ_LEN:-128}" --work "$work/runs" --dtype "$dtype" \
   ${BASELINE_AGENT:+--baseline-agent "$BASELINE_AGENT"}

@@ -129,36 +129,60 @@ pub fn render(rows: &[StepTime], plain_ms: f64) -> String {
 mod tests {
     use super::*;
     use crate::model::ModelRequest;
-    use fleetbench_common::WeightsChoice;
+    use fleetbench_common::{Precision, WeightsChoice};
 
     #[test]
     fn every_step_of_the_pass_is_charged_and_the_table_sums_them() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../testdata/tiny-distilbert-sst2");
-        let request = ModelRequest {
-            weights: WeightsChoice::Hub,
-            ..ModelRequest::new(dir.display().to_string())
-        };
-        let model = LoadedModel::load(&request, &Device::Cpu).expect("fixture loads");
-        let batch = model
-            .encode(&["a fine film", "a dull one"], 16)
-            .expect("encode");
-        let (rows, plain) = profile_forward(&model, &batch, 1, 2).expect("profile");
-        let steps: Vec<&str> = rows.iter().map(|r| r.step).collect();
-        for step in [
-            "copy to device",
-            "matmul",
-            "bias",
-            "softmax",
-            "layer norm",
-            "head",
+        // f32 takes the CPU's fused kernels, bf16 candle's general ops.
+        for (dtype, steps_wanted, row_wanted) in [
+            (
+                Precision::F32,
+                &[
+                    "copy to device",
+                    "matmul + bias",
+                    "matmul + bias + residual",
+                    "layer norm",
+                    "head",
+                ][..],
+                "| attention | q.kT, mask, softmax, p.v (fused) |",
+            ),
+            (
+                Precision::Bf16,
+                &[
+                    "copy to device",
+                    "matmul",
+                    "bias",
+                    "split heads (copy)",
+                    "layer norm",
+                    "head",
+                ][..],
+                "| attention | softmax |",
+            ),
         ] {
-            assert!(steps.contains(&step), "{step} missing from {steps:?}");
+            let request = ModelRequest {
+                weights: WeightsChoice::Hub,
+                dtype,
+                ..ModelRequest::new(dir.display().to_string())
+            };
+            let model = LoadedModel::load(&request, &Device::Cpu).expect("fixture loads");
+            let batch = model
+                .encode(&["a fine film", "a dull one"], 16)
+                .expect("encode");
+            let (rows, plain) = profile_forward(&model, &batch, 1, 2).expect("profile");
+            let steps: Vec<&str> = rows.iter().map(|r| r.step).collect();
+            for step in steps_wanted {
+                assert!(
+                    steps.contains(step),
+                    "{dtype}: {step} missing from {steps:?}"
+                );
+            }
+            assert!(rows.iter().all(|r| r.ms_per_pass >= 0.0));
+            assert!(plain > 0.0);
+            let table = render(&rows, plain);
+            assert!(table.contains(row_wanted), "{dtype}: {table}");
+            assert!(table.contains("unprofiled pass"));
         }
-        assert!(rows.iter().all(|r| r.ms_per_pass >= 0.0));
-        assert!(plain > 0.0);
-        let table = render(&rows, plain);
-        assert!(table.contains("| attention | softmax |"), "{table}");
-        assert!(table.contains("unprofiled pass"));
     }
 }

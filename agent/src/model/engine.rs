@@ -27,8 +27,10 @@ pub(crate) struct Linear {
 /// K = 1 (ones x row: exact, at memory speed in cuBLAS) and the addition takes
 /// the kernel's contiguous path; the result is bit for bit the same. On the
 /// CPU candle's broadcast loop is already fast and an extra pass would cost.
-/// On the CPU (`Fused`) the mask is added inside the fused f32 softmax
-/// where it applies (`softmax.rs`), and broadcast elsewhere.
+/// For f32 on the CPU (`Fused`) no addition is a pass of its own: each
+/// linear layer's output starts as its bias (and residual) and the product
+/// accumulates into it (`dense.rs`), and the mask is added inside the fused
+/// attention (`attention.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum BiasAdd {
     Broadcast,
@@ -37,10 +39,10 @@ pub(crate) enum BiasAdd {
 }
 
 impl BiasAdd {
-    pub(crate) fn for_device(device: &Device) -> BiasAdd {
+    pub(crate) fn for_device(device: &Device, dtype: DType) -> BiasAdd {
         if device.is_cuda() {
             BiasAdd::ExpandByMatmul
-        } else if device.is_cpu() {
+        } else if device.is_cpu() && dtype == DType::F32 {
             BiasAdd::Fused
         } else {
             BiasAdd::Broadcast
@@ -171,6 +173,98 @@ struct Block {
     lin1: Linear,
     lin2: Linear,
     out_norm: LayerNorm,
+    activation: Activation,
+}
+
+impl Block {
+    /// f32 on the CPU: five kernels of this crate's own per layer
+    /// (`dense.rs`, `attention.rs`) and candle's two layer norms. `mask` is
+    /// the (b, s) additive mask.
+    fn forward_fused_cpu(
+        &self,
+        x: &Tensor,
+        mask: &Tensor,
+        heads: usize,
+        laps: &mut dyn Laps,
+    ) -> Result<Tensor> {
+        use super::dense::{Epilogue, linear};
+        let qkv = linear(x, &self.qkv.wt, &self.qkv.b, None, Epilogue::None)?;
+        laps.lap("qkv", "matmul + bias")?;
+        let ctx = super::attention::fused_attention(&qkv, mask, heads)?;
+        laps.lap("attention", "q.kT, mask, softmax, p.v (fused)")?;
+        let sum = linear(&ctx, &self.out.wt, &self.out.b, Some(x), Epilogue::None)?;
+        laps.lap("attention out", "matmul + bias + residual")?;
+        let x = self.sa_norm.forward(&sum)?;
+        laps.lap("attention out", "layer norm")?;
+        let epilogue = match self.activation {
+            Activation::Gelu => Epilogue::Gelu,
+            Activation::Relu => Epilogue::Relu,
+        };
+        let f = linear(&x, &self.lin1.wt, &self.lin1.b, None, epilogue)?;
+        laps.lap("ffn lin1", "matmul + bias + activation")?;
+        let sum = linear(&f, &self.lin2.wt, &self.lin2.b, Some(&x), Epilogue::None)?;
+        laps.lap("ffn lin2", "matmul + bias + residual")?;
+        let x = self.out_norm.forward(&sum)?;
+        laps.lap("ffn lin2", "layer norm")?;
+        Ok(x)
+    }
+
+    /// Any device and dtype, in candle's ops. `bias` is the additive mask,
+    /// (b, 1, 1, s) or expanded to (b, h, s, s); `ones` the (rows, 1) column
+    /// for [`BiasAdd::ExpandByMatmul`].
+    #[allow(clippy::too_many_arguments)]
+    fn forward_general(
+        &self,
+        x: &Tensor,
+        bias: &Tensor,
+        ones: Option<&Tensor>,
+        (b, s, h): (usize, usize, usize),
+        bias_add: BiasAdd,
+        laps: &mut dyn Laps,
+    ) -> Result<Tensor> {
+        let d = x.dim(1)?;
+        let (dh, rows) = (d / h, b * s);
+        let qkv = self.qkv.forward_laps(x, ones, laps, "qkv")?;
+        // (b, s, 3, h, dh) → (3, b, h, s, dh): one copy gives contiguous q, k and v.
+        let qkv = qkv
+            .reshape((b, s, 3, h, dh))?
+            .permute((2, 0, 3, 1, 4))?
+            .contiguous()?;
+        laps.lap("qkv", "split heads (copy)")?;
+        let q = qkv.get(0)?;
+        let k = qkv.get(1)?;
+        let v = qkv.get(2)?;
+        let scores = q.matmul(&k.t()?)?;
+        laps.lap("attention", "q.kT matmul")?;
+        let scores = match bias_add {
+            BiasAdd::ExpandByMatmul => (scores + bias)?,
+            BiasAdd::Broadcast | BiasAdd::Fused => scores.broadcast_add(bias)?,
+        };
+        laps.lap("attention", "mask add")?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        laps.lap("attention", "softmax")?;
+        let ctx = probs.matmul(&v)?;
+        laps.lap("attention", "probs.v matmul")?;
+        let ctx = ctx.transpose(1, 2)?.reshape((rows, d))?;
+        laps.lap("attention", "merge heads (copy)")?;
+        let attn = self.out.forward_laps(&ctx, ones, laps, "attention out")?;
+        let sum = (attn + x)?;
+        laps.lap("attention out", "residual add")?;
+        let x = self.sa_norm.forward(&sum)?;
+        laps.lap("attention out", "layer norm")?;
+        let f = self.lin1.forward_laps(&x, ones, laps, "ffn lin1")?;
+        let f = match self.activation {
+            Activation::Gelu => super::gelu::gelu_erf(&f)?,
+            Activation::Relu => f.relu()?,
+        };
+        laps.lap("ffn lin1", "activation")?;
+        let f = self.lin2.forward_laps(&f, ones, laps, "ffn lin2")?;
+        let sum = (f + &x)?;
+        laps.lap("ffn lin2", "residual add")?;
+        let x = self.out_norm.forward(&sum)?;
+        laps.lap("ffn lin2", "layer norm")?;
+        Ok(x)
+    }
 }
 
 #[derive(Debug)]
@@ -182,7 +276,6 @@ pub(crate) struct FleetbenchModel {
     head: ClassifierHead,
     dim: usize,
     heads: usize,
-    activation: Activation,
     dtype: DType,
 }
 
@@ -216,6 +309,7 @@ impl FleetbenchModel {
                 lin1: Linear::load(ck, &format!("{p}.ffn.lin1"), dtype, device)?,
                 lin2: Linear::load(ck, &format!("{p}.ffn.lin2"), dtype, device)?,
                 out_norm: LayerNorm::load(ck, &format!("{p}.output_layer_norm"), dtype, device)?,
+                activation: cfg.activation,
             });
         }
         Ok(FleetbenchModel {
@@ -234,7 +328,6 @@ impl FleetbenchModel {
             head: ClassifierHead::load(ck, dtype, device)?,
             dim: d,
             heads: cfg.n_heads,
-            activation: cfg.activation,
             dtype,
         })
     }
@@ -248,7 +341,12 @@ impl FleetbenchModel {
         mask: &Tensor,
         laps: &mut dyn Laps,
     ) -> Result<(Tensor, Tensor)> {
-        self.forward_with(ids, mask, laps, BiasAdd::for_device(ids.device()))
+        self.forward_with(
+            ids,
+            mask,
+            laps,
+            BiasAdd::for_device(ids.device(), self.dtype),
+        )
     }
 
     pub(crate) fn forward_with(
@@ -260,7 +358,6 @@ impl FleetbenchModel {
     ) -> Result<(Tensor, Tensor)> {
         let (b, s) = ids.dims2()?;
         let (d, h) = (self.dim, self.heads);
-        let dh = d / h;
         let rows = b * s;
 
         let x = self.word.index_select(&ids.flatten_all()?, 0)?;
@@ -282,7 +379,8 @@ impl FleetbenchModel {
             .to_dtype(self.dtype)?;
         let device = ids.device();
         let (bias, ones) = match bias_add {
-            BiasAdd::Broadcast | BiasAdd::Fused => (bias.reshape((b, 1, 1, s))?, None),
+            BiasAdd::Fused => (bias, None),
+            BiasAdd::Broadcast => (bias.reshape((b, 1, 1, s))?, None),
             // (b, h·s, 1) x (b, 1, s) = (b, h, s, s): the mask of every head
             // and query row, built once and used by all layers.
             BiasAdd::ExpandByMatmul => (
@@ -296,73 +394,12 @@ impl FleetbenchModel {
         laps.lap("embeddings", "mask")?;
 
         for blk in &self.blocks {
-            let qkv = blk.qkv.forward_laps(&x, ones, laps, "qkv")?;
-            // (b, s, 3, h, dh) → (3, b, h, s, dh): one copy gives contiguous q, k and v.
-            let qkv = qkv
-                .reshape((b, s, 3, h, dh))?
-                .permute((2, 0, 3, 1, 4))?
-                .contiguous()?;
-            laps.lap("qkv", "split heads (copy)")?;
-            let q = qkv.get(0)?;
-            let k = qkv.get(1)?;
-            let v = qkv.get(2)?;
-            let scores = q.matmul(&k.t()?)?;
-            laps.lap("attention", "q.kT matmul")?;
-            let fused = match bias_add {
-                BiasAdd::Fused => super::softmax::fused_masked_softmax(&scores, &bias)?,
-                BiasAdd::Broadcast | BiasAdd::ExpandByMatmul => None,
-            };
-            let probs = match fused {
-                Some(probs) => {
-                    // The mask's addition is inside this step.
-                    laps.lap("attention", "softmax")?;
-                    probs
-                }
-                None => {
-                    let scores = match bias_add {
-                        BiasAdd::Broadcast | BiasAdd::Fused => scores.broadcast_add(&bias)?,
-                        BiasAdd::ExpandByMatmul => (scores + &bias)?,
-                    };
-                    laps.lap("attention", "mask add")?;
-                    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-                    laps.lap("attention", "softmax")?;
-                    probs
+            x = match bias_add {
+                BiasAdd::Fused => blk.forward_fused_cpu(&x, &bias, h, laps)?,
+                BiasAdd::Broadcast | BiasAdd::ExpandByMatmul => {
+                    blk.forward_general(&x, &bias, ones, (b, s, h), bias_add, laps)?
                 }
             };
-            let ctx = probs.matmul(&v)?;
-            laps.lap("attention", "probs.v matmul")?;
-            let ctx = ctx.transpose(1, 2)?.reshape((rows, d))?;
-            laps.lap("attention", "merge heads (copy)")?;
-            let attn = blk.out.forward_laps(&ctx, ones, laps, "attention out")?;
-            let sum = (attn + &x)?;
-            laps.lap("attention out", "residual add")?;
-            x = blk.sa_norm.forward(&sum)?;
-            laps.lap("attention out", "layer norm")?;
-
-            // On the CPU the bias is added inside the GELU's pass.
-            let f = match (bias_add, self.activation) {
-                (BiasAdd::Fused, Activation::Gelu) => {
-                    let y = x.matmul(&blk.lin1.wt)?;
-                    laps.lap("ffn lin1", "matmul")?;
-                    match super::gelu::fused_bias_gelu(&y, &blk.lin1.b)? {
-                        Some(f) => f,
-                        None => super::gelu::gelu_erf(&y.broadcast_add(&blk.lin1.b)?)?,
-                    }
-                }
-                _ => {
-                    let f = blk.lin1.forward_laps(&x, ones, laps, "ffn lin1")?;
-                    match self.activation {
-                        Activation::Gelu => super::gelu::gelu_erf(&f)?,
-                        Activation::Relu => f.relu()?,
-                    }
-                }
-            };
-            laps.lap("ffn lin1", "activation")?;
-            let f = blk.lin2.forward_laps(&f, ones, laps, "ffn lin2")?;
-            let sum = (f + &x)?;
-            laps.lap("ffn lin2", "residual add")?;
-            x = blk.out_norm.forward(&sum)?;
-            laps.lap("ffn lin2", "layer norm")?;
         }
 
         let hidden = x.reshape((b, s, d))?;

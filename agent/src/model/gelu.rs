@@ -8,7 +8,9 @@
 //! clamped to [-4, 4], where erf is ±1 to f32 precision beyond. It has no
 //! branch and no libm call, so the loop compiles to SIMD arithmetic.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
+
+use super::cpu_f32::contiguous_f32;
 use rayon::prelude::*;
 
 /// P's coefficients (odd powers, x¹ to x¹³) and Q's (even, x⁰ to x⁸), as
@@ -63,22 +65,6 @@ fn gelu(x: f32) -> f32 {
     }
 }
 
-/// The f32 elements of a contiguous CPU tensor, for this module's and
-/// `softmax`'s kernels; anything else is an error naming the op.
-pub(super) fn contiguous_f32<'a>(
-    storage: &'a CpuStorage,
-    layout: &Layout,
-    op: &str,
-) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("{op} takes f32 storage")
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("{op} takes contiguous tensors")
-    };
-    Ok(&data[start..end])
-}
-
 /// The op, for `Tensor::apply_op1_no_bwd`: f32 CPU storage only.
 struct GeluErfF32;
 
@@ -103,58 +89,15 @@ impl CustomOp1 for GeluErfF32 {
     }
 }
 
-/// `gelu(x + bias)` for x (rows, n) and bias (n): the feed-forward layer's
-/// bias added in the same pass as its activation.
-struct BiasGeluF32;
-
-impl CustomOp2 for BiasGeluF32 {
-    fn name(&self) -> &'static str {
-        "bias-gelu-erf-f32-rational"
-    }
-
-    fn cpu_fwd(
-        &self,
-        x: &CpuStorage,
-        x_layout: &Layout,
-        bias: &CpuStorage,
-        bias_layout: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let src = contiguous_f32(x, x_layout, self.name())?;
-        let bias = contiguous_f32(bias, bias_layout, self.name())?;
-        let (_, n) = x_layout.shape().dims2()?;
-        if bias_layout.shape().dims() != [n] || n == 0 {
-            candle_core::bail!("bias-gelu-erf-f32-rational: the bias must be (n,)")
+/// GELU in place over a slice, its chunks over the threads: the
+/// feed-forward activation of the CPU forward, whose output already holds
+/// `x·W + bias` (`dense.rs`).
+pub(super) fn gelu_in_place(xs: &mut [f32]) {
+    xs.par_chunks_mut(1 << 16).for_each(|chunk| {
+        for x in chunk {
+            *x = gelu(*x);
         }
-        let mut out = vec![0.0f32; src.len()];
-        // Whole rows per chunk (about 64 Ki elements), so each row meets
-        // the bias from its start.
-        let rows_per_chunk = ((1 << 16) / n).max(1);
-        out.par_chunks_mut(rows_per_chunk * n)
-            .zip(src.par_chunks(rows_per_chunk * n))
-            .for_each(|(out, src)| {
-                for (out, src) in out.chunks_mut(n).zip(src.chunks(n)) {
-                    for ((o, &x), &b) in out.iter_mut().zip(src).zip(bias) {
-                        *o = gelu(x + b);
-                    }
-                }
-            });
-        Ok((CpuStorage::F32(out), x_layout.shape().clone()))
-    }
-}
-
-/// `gelu(x + bias)` in one pass where it applies (f32, CPU, contiguous,
-/// x (rows, n), bias (n)); `None` elsewhere, for the caller's two steps.
-pub(crate) fn fused_bias_gelu(x: &Tensor, bias: &Tensor) -> Result<Option<Tensor>> {
-    let applies = x.device().is_cpu()
-        && x.dtype() == DType::F32
-        && bias.dtype() == DType::F32
-        && x.is_contiguous()
-        && bias.is_contiguous()
-        && x.dims2().is_ok_and(|(_, n)| bias.dims() == [n]);
-    if !applies {
-        return Ok(None);
-    }
-    x.apply_op2_no_bwd(bias, &BiasGeluF32).map(Some)
+    });
 }
 
 /// GELU with erf: the vectorisable form for contiguous f32 tensors on the
@@ -217,22 +160,17 @@ mod tests {
     }
 
     #[test]
-    fn the_fused_bias_and_gelu_equal_the_two_steps() {
-        let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 2.0, (37, 50), &dev).expect("x");
-        let bias = Tensor::randn(0f32, 1.0, 50, &dev).expect("bias");
-        let fused = fused_bias_gelu(&x, &bias)
-            .expect("fused")
-            .expect("applies")
+    fn in_place_gelu_equals_the_op() {
+        let x = Tensor::randn(0f32, 2.0, (37, 50), &Device::Cpu).expect("x");
+        let mut in_place = x
             .flatten_all()
             .and_then(|t| t.to_vec1::<f32>())
             .expect("vec");
-        let two_steps = gelu_erf(&x.broadcast_add(&bias).expect("add"))
+        gelu_in_place(&mut in_place);
+        let op = gelu_erf(&x)
             .and_then(|t| t.flatten_all())
             .and_then(|t| t.to_vec1::<f32>())
             .expect("vec");
-        assert_eq!(fused, two_steps);
-        let column = Tensor::randn(0f32, 1.0, (37, 1), &dev).expect("column");
-        assert!(fused_bias_gelu(&x, &column).expect("ok").is_none());
+        assert_eq!(in_place, op);
     }
 }

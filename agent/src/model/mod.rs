@@ -5,10 +5,14 @@
 //! Every error is one line that says what to fix, because it ends up in CLI
 //! output and in reports where a stack of causes would be noise.
 
+mod attention;
 mod config;
+mod cpu_f32;
+mod dense;
 pub mod engine;
 mod gelu;
 mod hub;
+mod matmul;
 mod softmax;
 mod stock;
 mod tokenizer;
