@@ -103,17 +103,25 @@ import collections, datetime, glob, json, os, re, statistics, sys, time
 
 # ---- fleetbench groups (shared by callgrind and perf) ----------------------
 GROUPS = [
-    "matmul: gemm microkernel", "matmul: packing & gemm driver", "softmax", "GELU (erf)",
+    "matmul: gemm microkernel", "matmul: packing & gemm driver",
+    "attention (fused kernel: QK^T, mask, softmax, PV)", "softmax", "GELU (erf)",
     "layer norm", "copies (contiguous / transpose)", "elementwise add (bias, residual, mask)",
     "embedding (index_select)", "thread sync / spin-wait",
     "memory: page faults, zeroing, malloc/free, brk/munmap (no op in the chain)",
     "other (tensor bookkeeping, std, unresolved)",
 ]
 ALLOC = GROUPS[-2]
+# The agent's own attention kernel calls gemm and the softmax row: the whole
+# chain is looked at for it first, so that its products count as attention.
+CONTEXT_RULES = [
+    ("attention (fused kernel: QK^T, mask, softmax, PV)", re.compile(r"model::attention::")),
+]
 FN_RULES = [
-    ("matmul: gemm microkernel", r"gemm_f32::microkernel"),
-    ("matmul: packing & gemm driver", r"^gemm|gemm_common::|gemm_f32::|MatMul"),
-    ("elementwise add (bias, residual, mask)", r"binary_map|vec_add"),
+    ("matmul: gemm microkernel", r"gemm_f32::microkernel|model::bf16::micro"),
+    ("matmul: packing & gemm driver", r"^gemm|gemm_common::|gemm_f32::|MatMul|model::bf16::"),
+    # The agent's linear layers fill their output with bias (+ residual)
+    # before the product accumulates into it (model::dense::linear).
+    ("elementwise add (bias, residual, mask)", r"binary_map|vec_add|model::dense::linear"),
     ("GELU (erf)", r"unary_map|erff|erfc2?\b|gelu|Gelu"),
     ("copies (contiguous / transpose)", r"copy_strided_src|copy2d|Tensor::contiguous|copy_strided"),
     ("embedding (index_select)", r"index_select|IndexSelect"),
@@ -153,6 +161,9 @@ def ops_rs_ranges(path):
 def classify_chain(chain):
     """Group of one code location from its inline chain (function names and
     file:line entries, innermost first): the first entry a rule recognises."""
+    for g, rx in CONTEXT_RULES:
+        if any(rx.search(sym) for sym in chain):
+            return g
     for sym in chain:
         if sym.startswith("candle_core::utils::BarrierPool::execute"):
             continue
@@ -343,6 +354,9 @@ def perf_classify(frames, op_context=False):
     op_context, waiting frames are looked through to the operation that waits."""
     kernel = bool(frames) and "kernel" in frames[0][1]
     zeroing = False
+    for g, rx in CONTEXT_RULES:
+        if any(rx.search(sym) for sym, _ in frames):
+            return g, kernel, any(ZEROING.search(sym) for sym, _ in frames), ""
     for sym, dso in frames:
         if "kernel" in dso or sym.startswith("candle_core::utils::BarrierPool::execute"):
             continue
@@ -356,7 +370,7 @@ def perf_classify(frames, op_context=False):
                 caller = ""
                 syms = " ".join(s for s, _ in frames)
                 if g.startswith("matmul"):
-                    caller = ("linear" if "Linear::forward" in syms else
+                    caller = ("linear" if "Linear::forward" in syms or "dense::linear" in syms else
                               "attention" if "FleetbenchModel::forward" in syms else "worker thread")
                 elif g.startswith("elementwise"):
                     caller = ("bias" if "Linear::forward" in syms else
@@ -626,7 +640,8 @@ PAIRS = [
     ("linear-layer matmuls (+ bias add)", ["matmul: gemm microkernel", "matmul: packing & gemm driver",
                                           "elementwise add (bias, residual, mask)"],
      ["matmul: linear layers (aten::addmm/mm, MKL sgemm)", "elementwise add / mask prep (add, where, ...)"]),
-    ("attention core (QK^T, mask, softmax, PV)", ["softmax"],
+    ("attention core (QK^T, mask, softmax, PV)",
+     ["attention (fused kernel: QK^T, mask, softmax, PV)", "softmax"],
      ["attention: fused SDPA flash kernel (QK^T, mask, softmax, PV)", "softmax"]),
     ("GELU", ["GELU (erf)"], ["GELU (erf)"]),
     ("layer norm", ["layer norm"], ["layer norm"]),

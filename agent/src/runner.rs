@@ -159,8 +159,11 @@ pub fn run_device(
                 total,
             })
         };
-        let dtype_bytes = match spec.dtype {
-            fleetbench_common::Precision::F32 => 4,
+        // The activations' width: half precisions halve it on GPUs, while
+        // the CPU keeps its activations in f32 in every dtype (bf16 rounds
+        // only the products' inputs; f16 is widened by candle).
+        let dtype_bytes = match (spec.dtype, device.description.kind) {
+            (fleetbench_common::Precision::F32, _) | (_, fleetbench_common::DeviceKind::Cpu) => 4,
             _ => 2,
         };
         let fits = check_kernel_limits(model.info(), batch, spec.seq_len, device.description.kind)

@@ -203,9 +203,12 @@ fn vocab_txt_tokenizer_matches_golden() {
 fn half_precisions_track_f32() {
     let g = golden();
     let texts: Vec<&str> = g.cases.iter().map(|c| c.text.as_str()).collect();
-    // Measured on this fixture: f16 9e-3, bf16 4.7e-2 (bf16 keeps 8 bits of
-    // mantissa, so logits near 3 carry errors of a few hundredths).
-    for (dtype, tol) in [(Precision::F16, 2e-2f32), (Precision::Bf16, 1e-1)] {
+    // Measured on this fixture (logits up to 4.5): f16 9.2e-3; bf16 3.9e-2
+    // (the CPU's bf16 path: weights and product inputs rounded to bf16,
+    // whose 8-bit mantissa leaves errors of a few hundredths), where
+    // transformers' own bf16 model on the CPU is 4.1e-2 from its f32 and
+    // its f16 2.9e-2 (torch 2.15, 2026-11-30). Tolerances: 1.5x to 2x that.
+    for (dtype, tol) in [(Precision::F16, 2e-2f32), (Precision::Bf16, 6e-2)] {
         let model = load(&fixture(), Engine::Fleetbench, dtype);
         assert_eq!(model.info().dtype, dtype);
         let out = model

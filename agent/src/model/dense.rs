@@ -7,11 +7,22 @@
 
 use candle_core::{Result, Tensor};
 
+use super::bf16::{PackedBf16, gemm_bf16, rows_to_bf16};
 use super::cpu_f32::with_f32;
 use super::gelu::gelu_in_place;
 use super::matmul::{MatMut, MatRef, Output, gemm};
 
 const OP: &str = "linear (f32 CPU)";
+
+/// W^T as the product takes it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum DenseWeight<'a> {
+    /// An f32 tensor, (in, out): the gemm crate's f32 product.
+    F32(&'a Tensor),
+    /// bf16 panels: the input rounded to bf16, avx512_bf16 products with
+    /// f32 accumulation (`bf16.rs`).
+    Bf16(&'a PackedBf16),
+}
 
 /// What follows the product inside the same buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,19 +37,22 @@ pub(crate) enum Epilogue {
 /// the CPU (anything else is an error naming this kernel).
 pub(crate) fn linear(
     x: &Tensor,
-    wt: &Tensor,
+    wt: DenseWeight<'_>,
     bias: &Tensor,
     residual: Option<&Tensor>,
     epilogue: Epilogue,
 ) -> Result<Tensor> {
     let (rows, inner) = x.dims2()?;
-    let (wt_in, out) = wt.dims2()?;
+    let (wt_in, out) = match wt {
+        DenseWeight::F32(wt) => wt.dims2()?,
+        DenseWeight::Bf16(packed) => packed.dims(),
+    };
     let residual_ok = residual.is_none_or(|r| r.dims() == [rows, out]);
     if wt_in != inner || bias.dims() != [out] || !residual_ok {
         candle_core::bail!(
             "{OP}: x {:?} . wt {:?} + bias {:?} + residual {:?} do not fit",
             x.dims(),
-            wt.dims(),
+            [wt_in, out],
             bias.dims(),
             residual.map(Tensor::dims)
         )
@@ -53,8 +67,8 @@ pub(crate) fn linear(
             Ok(y)
         }),
     })?;
-    with_f32(x, OP, |x| {
-        with_f32(wt, OP, |wt| {
+    with_f32(x, OP, |x| match wt {
+        DenseWeight::F32(wt) => with_f32(wt, OP, |wt| {
             gemm(
                 MatMut::rows(&mut y, rows, out),
                 MatRef::rows(x, rows, inner),
@@ -63,7 +77,12 @@ pub(crate) fn linear(
                 rayon::current_num_threads(),
             );
             Ok(())
-        })
+        }),
+        DenseWeight::Bf16(packed) => {
+            let x16 = rows_to_bf16(x, inner, packed.row_width() / 2);
+            gemm_bf16(&mut y, &x16, packed, rayon::current_num_threads());
+            Ok(())
+        }
     })?;
     match epilogue {
         Epilogue::None => {}
@@ -97,13 +116,21 @@ mod tests {
         let product = x.matmul(&wt).expect("matmul");
         let with_bias = product.broadcast_add(&bias).expect("bias");
 
-        let plain = linear(&x, &wt, &bias, None, Epilogue::None).expect("linear");
+        let plain = linear(&x, DenseWeight::F32(&wt), &bias, None, Epilogue::None).expect("linear");
         assert!(max_diff(&plain, &with_bias) < 1e-5);
 
-        let summed = linear(&x, &wt, &bias, Some(&residual), Epilogue::None).expect("linear");
+        let summed = linear(
+            &x,
+            DenseWeight::F32(&wt),
+            &bias,
+            Some(&residual),
+            Epilogue::None,
+        )
+        .expect("linear");
         assert!(max_diff(&summed, &(&with_bias + &residual).expect("add")) < 1e-5);
 
-        let activated = linear(&x, &wt, &bias, None, Epilogue::Gelu).expect("linear");
+        let activated =
+            linear(&x, DenseWeight::F32(&wt), &bias, None, Epilogue::Gelu).expect("linear");
         assert!(max_diff(&activated, &with_bias.gelu_erf().expect("gelu")) < 1e-5);
     }
 
@@ -113,11 +140,13 @@ mod tests {
         let x = Tensor::zeros((3, 4), candle_core::DType::F32, &dev).expect("x");
         let wt = Tensor::zeros((5, 2), candle_core::DType::F32, &dev).expect("wt");
         let bias = Tensor::zeros(2, candle_core::DType::F32, &dev).expect("bias");
-        let err = linear(&x, &wt, &bias, None, Epilogue::None).expect_err("4 != 5");
+        let err =
+            linear(&x, DenseWeight::F32(&wt), &bias, None, Epilogue::None).expect_err("4 != 5");
         assert!(err.to_string().contains("do not fit"), "{err}");
         let half = x.to_dtype(candle_core::DType::BF16).expect("bf16");
         let wt = Tensor::zeros((4, 2), candle_core::DType::F32, &dev).expect("wt");
-        let err = linear(&half, &wt, &bias, None, Epilogue::None).expect_err("bf16");
+        let err =
+            linear(&half, DenseWeight::F32(&wt), &bias, None, Epilogue::None).expect_err("bf16");
         assert!(err.to_string().contains("takes f32"), "{err}");
     }
 }

@@ -1,19 +1,63 @@
 //! fleetbench's own DistilBERT forward pass: Hugging Face semantics, in the
-//! model's dtype throughout, with the layout work done once at load time.
+//! model's dtype throughout (bf16 on the CPU: see [`Numerics`]), with the
+//! layout work done once at load time.
 
 use candle_core::{DType, Device, Result, Tensor};
 
+use super::bf16::PackedBf16;
 use super::config::{Activation, DistilBertConfig, LAYER_NORM_EPS};
+use super::dense::{DenseWeight, Epilogue};
 use super::weights::Checkpoint;
 
 /// A linear layer kept as W^T (contiguous [in, out]) so the forward is one
-/// plain row-major matmul with no per-call transpose.
+/// plain row-major product with no per-call transpose.
 #[derive(Debug)]
 pub(crate) struct Linear {
-    wt: Tensor,
+    weight: LinearWeight,
     b: Tensor,
     /// The bias as a (1, out) row, for [`BiasAdd::ExpandByMatmul`].
     b_row: Tensor,
+}
+
+/// How a linear layer holds W^T.
+#[derive(Debug)]
+enum LinearWeight {
+    /// A tensor in the model's dtype.
+    Tensor(Tensor),
+    /// bf16 panels for the CPU's avx512_bf16 products (`bf16.rs`).
+    PackedBf16(PackedBf16),
+}
+
+/// The precision the model's tensors are kept and computed in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Numerics {
+    /// Every tensor in one dtype.
+    Uniform(DType),
+    /// bf16 on the CPU: the linear layers' weights in bf16 panels and their
+    /// products on avx512_bf16 (inputs rounded to bf16, f32 accumulation);
+    /// every activation, the attention, softmax, GELU and the layer norms
+    /// in f32. candle has no bf16 product on the CPU (it widens to f32 and
+    /// narrows back, slower than f32), so a uniform bf16 model there would
+    /// measure candle's conversions, not the hardware.
+    CpuBf16Products,
+}
+
+impl Numerics {
+    pub(crate) fn for_request(dtype: DType, device: &Device) -> Numerics {
+        if device.is_cpu() && dtype == DType::BF16 {
+            Numerics::CpuBf16Products
+        } else {
+            Numerics::Uniform(dtype)
+        }
+    }
+
+    /// The dtype of every tensor other than packed weights.
+    fn tensor_dtype(self) -> DType {
+        match self {
+            Numerics::Uniform(dtype) => dtype,
+            Numerics::CpuBf16Products => DType::F32,
+        }
+    }
 }
 
 /// How a broadcast operand (a bias row, the attention mask) is added.
@@ -52,11 +96,24 @@ impl BiasAdd {
 
 impl Linear {
     /// From Hugging Face `weight` [out, in] and `bias` [out] (any float dtype on the CPU).
-    fn from_parts(w: &Tensor, b: &Tensor, dtype: DType, device: &Device) -> Result<Self> {
+    fn from_parts(w: &Tensor, b: &Tensor, numerics: Numerics, device: &Device) -> Result<Self> {
         let wt = w.to_dtype(DType::F32)?.t()?.contiguous()?;
-        let b = b.to_dtype(dtype)?.to_device(device)?;
+        let weight = match numerics {
+            Numerics::Uniform(dtype) => {
+                LinearWeight::Tensor(wt.to_dtype(dtype)?.to_device(device)?)
+            }
+            Numerics::CpuBf16Products => {
+                let (k, n) = wt.dims2()?;
+                LinearWeight::PackedBf16(PackedBf16::pack(
+                    &wt.flatten_all()?.to_vec1::<f32>()?,
+                    k,
+                    n,
+                ))
+            }
+        };
+        let b = b.to_dtype(numerics.tensor_dtype())?.to_device(device)?;
         Ok(Linear {
-            wt: wt.to_dtype(dtype)?.to_device(device)?,
+            weight,
             b_row: b.unsqueeze(0)?,
             b,
         })
@@ -65,25 +122,38 @@ impl Linear {
     pub(crate) fn load(
         ck: &Checkpoint,
         prefix: &str,
-        dtype: DType,
+        numerics: Numerics,
         device: &Device,
     ) -> Result<Self> {
         Self::from_parts(
             get(ck, &format!("{prefix}.weight"))?,
             get(ck, &format!("{prefix}.bias"))?,
-            dtype,
+            numerics,
             device,
         )
     }
 
-    /// `x` is (rows, in).
-    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.forward_laps(x, None, &mut NoLaps, "linear")
+    /// The weight as the CPU kernels take it.
+    fn dense_weight(&self) -> DenseWeight<'_> {
+        match &self.weight {
+            LinearWeight::Tensor(wt) => DenseWeight::F32(wt),
+            LinearWeight::PackedBf16(packed) => DenseWeight::Bf16(packed),
+        }
     }
 
-    /// The same, with the bias added the `ones` way when given (a (rows, 1)
-    /// column of ones: [`BiasAdd::ExpandByMatmul`]), and a lap after the
-    /// product and after the bias.
+    /// `x` is (rows, in).
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.weight {
+            LinearWeight::Tensor(_) => self.forward_laps(x, None, &mut NoLaps, "linear"),
+            LinearWeight::PackedBf16(_) => {
+                super::dense::linear(x, self.dense_weight(), &self.b, None, Epilogue::None)
+            }
+        }
+    }
+
+    /// candle's product, then the bias added the `ones` way when given (a
+    /// (rows, 1) column of ones: [`BiasAdd::ExpandByMatmul`]), with a lap
+    /// after each.
     fn forward_laps(
         &self,
         x: &Tensor,
@@ -91,7 +161,10 @@ impl Linear {
         laps: &mut dyn Laps,
         name: &'static str,
     ) -> Result<Tensor> {
-        let y = x.matmul(&self.wt)?;
+        let LinearWeight::Tensor(wt) = &self.weight else {
+            candle_core::bail!("{name}: packed bf16 weights run on the CPU kernels only")
+        };
+        let y = x.matmul(wt)?;
         laps.lap(name, "matmul")?;
         let y = match ones {
             Some(ones) => (y + ones.matmul(&self.b_row)?)?,
@@ -147,10 +220,10 @@ pub(crate) struct ClassifierHead {
 }
 
 impl ClassifierHead {
-    pub(crate) fn load(ck: &Checkpoint, dtype: DType, device: &Device) -> Result<Self> {
+    pub(crate) fn load(ck: &Checkpoint, numerics: Numerics, device: &Device) -> Result<Self> {
         Ok(ClassifierHead {
-            pre: Linear::load(ck, "pre_classifier", dtype, device)?,
-            out: Linear::load(ck, "classifier", dtype, device)?,
+            pre: Linear::load(ck, "pre_classifier", numerics, device)?,
+            out: Linear::load(ck, "classifier", numerics, device)?,
         })
     }
 
@@ -187,12 +260,24 @@ impl Block {
         heads: usize,
         laps: &mut dyn Laps,
     ) -> Result<Tensor> {
-        use super::dense::{Epilogue, linear};
-        let qkv = linear(x, &self.qkv.wt, &self.qkv.b, None, Epilogue::None)?;
+        use super::dense::linear;
+        let qkv = linear(
+            x,
+            self.qkv.dense_weight(),
+            &self.qkv.b,
+            None,
+            Epilogue::None,
+        )?;
         laps.lap("qkv", "matmul + bias")?;
         let ctx = super::attention::fused_attention(&qkv, mask, heads)?;
         laps.lap("attention", "q.kT, mask, softmax, p.v (fused)")?;
-        let sum = linear(&ctx, &self.out.wt, &self.out.b, Some(x), Epilogue::None)?;
+        let sum = linear(
+            &ctx,
+            self.out.dense_weight(),
+            &self.out.b,
+            Some(x),
+            Epilogue::None,
+        )?;
         laps.lap("attention out", "matmul + bias + residual")?;
         let x = self.sa_norm.forward(&sum)?;
         laps.lap("attention out", "layer norm")?;
@@ -200,9 +285,15 @@ impl Block {
             Activation::Gelu => Epilogue::Gelu,
             Activation::Relu => Epilogue::Relu,
         };
-        let f = linear(&x, &self.lin1.wt, &self.lin1.b, None, epilogue)?;
+        let f = linear(&x, self.lin1.dense_weight(), &self.lin1.b, None, epilogue)?;
         laps.lap("ffn lin1", "matmul + bias + activation")?;
-        let sum = linear(&f, &self.lin2.wt, &self.lin2.b, Some(&x), Epilogue::None)?;
+        let sum = linear(
+            &f,
+            self.lin2.dense_weight(),
+            &self.lin2.b,
+            Some(&x),
+            Epilogue::None,
+        )?;
         laps.lap("ffn lin2", "matmul + bias + residual")?;
         let x = self.out_norm.forward(&sum)?;
         laps.lap("ffn lin2", "layer norm")?;
@@ -276,6 +367,7 @@ pub(crate) struct FleetbenchModel {
     head: ClassifierHead,
     dim: usize,
     heads: usize,
+    /// The activations' dtype ([`Numerics::tensor_dtype`]).
     dtype: DType,
 }
 
@@ -286,6 +378,12 @@ impl FleetbenchModel {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
+        let numerics = Numerics::for_request(dtype, device);
+        if numerics == Numerics::CpuBf16Products && !super::bf16::available() {
+            // LoadedModel::load refuses this first, with the CPU named.
+            candle_core::bail!("bf16 on the CPU needs the avx512_bf16 instructions")
+        }
+        let dtype = numerics.tensor_dtype();
         let d = cfg.dim;
         // HF divides q by sqrt(d_head) after q_lin; folding that into q_lin's
         // weight and bias removes one elementwise pass per layer. For
@@ -303,11 +401,11 @@ impl FleetbenchModel {
             let b = Tensor::cat(&[qb, part("k_lin", "bias")?, part("v_lin", "bias")?], 0)?;
             debug_assert_eq!(w.dims(), &[3 * d, d]);
             blocks.push(Block {
-                qkv: Linear::from_parts(&w, &b, dtype, device)?,
-                out: Linear::load(ck, &format!("{p}.attention.out_lin"), dtype, device)?,
+                qkv: Linear::from_parts(&w, &b, numerics, device)?,
+                out: Linear::load(ck, &format!("{p}.attention.out_lin"), numerics, device)?,
                 sa_norm: LayerNorm::load(ck, &format!("{p}.sa_layer_norm"), dtype, device)?,
-                lin1: Linear::load(ck, &format!("{p}.ffn.lin1"), dtype, device)?,
-                lin2: Linear::load(ck, &format!("{p}.ffn.lin2"), dtype, device)?,
+                lin1: Linear::load(ck, &format!("{p}.ffn.lin1"), numerics, device)?,
+                lin2: Linear::load(ck, &format!("{p}.ffn.lin2"), numerics, device)?,
                 out_norm: LayerNorm::load(ck, &format!("{p}.output_layer_norm"), dtype, device)?,
                 activation: cfg.activation,
             });
@@ -325,7 +423,7 @@ impl FleetbenchModel {
             )?,
             emb_norm: LayerNorm::load(ck, "distilbert.embeddings.LayerNorm", dtype, device)?,
             blocks,
-            head: ClassifierHead::load(ck, dtype, device)?,
+            head: ClassifierHead::load(ck, numerics, device)?,
             dim: d,
             heads: cfg.n_heads,
             dtype,
@@ -441,7 +539,9 @@ mod tests {
     fn expanding_bias_and_mask_by_matmul_is_bit_identical_to_broadcasting() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../testdata/tiny-distilbert-sst2");
-        for dtype in [Precision::F32, Precision::Bf16] {
+        // bf16 on the CPU has packed weights, which only the CPU kernels
+        // take; f16 runs candle's general path there.
+        for dtype in [Precision::F32, Precision::F16] {
             let request = ModelRequest {
                 weights: WeightsChoice::Hub,
                 dtype,

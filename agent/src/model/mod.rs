@@ -6,6 +6,7 @@
 //! output and in reports where a stack of causes would be noise.
 
 mod attention;
+mod bf16;
 mod config;
 mod cpu_f32;
 mod dense;
@@ -162,6 +163,10 @@ pub enum ModelError {
     )]
     EngineDtype { dtype: Precision },
     #[error(
+        "bf16 on the CPU needs the avx512_bf16 instructions (Intel Cooper Lake or Sapphire Rapids and later, AMD Zen 4 and later), which this CPU lacks: use --dtype f32"
+    )]
+    CpuWithoutBf16,
+    #[error(
         "cannot fetch {repo} from the Hugging Face hub ({reason}): pass --model DIR with config.json, model.safetensors and tokenizer.json, or --weights random for synthetic weights"
     )]
     HubUnavailable { repo: String, reason: String },
@@ -283,6 +288,9 @@ impl LoadedModel {
             return Err(ModelError::EngineDtype { dtype: req.dtype });
         }
         let mut notes = Vec::new();
+        if device.is_cpu() {
+            notes.extend(cpu_precision_note(req.dtype, bf16::available())?);
+        }
         let path = Path::new(model);
         let prepared = if path.is_dir() {
             prepare_directory(path, req)?
@@ -532,6 +540,22 @@ fn candle_dtype(p: Precision) -> DType {
     }
 }
 
+/// What a half precision means on the CPU, as a note for the report, or
+/// the refusal where the CPU cannot run it (`has_bf16`: the CPU has
+/// avx512_bf16; a parameter so that both answers are tested on any CPU).
+fn cpu_precision_note(dtype: Precision, has_bf16: bool) -> Result<Option<String>, ModelError> {
+    match dtype {
+        Precision::F32 => Ok(None),
+        Precision::Bf16 if has_bf16 => Ok(Some(
+            "bf16 on the CPU: the linear layers' weights and inputs rounded to bf16, their products on avx512_bf16 with f32 accumulation; attention, softmax, GELU and layer norms in f32".to_string(),
+        )),
+        Precision::Bf16 => Err(ModelError::CpuWithoutBf16),
+        Precision::F16 => Ok(Some(
+            "f16 on the CPU is emulated: candle widens f16 to f32 for every product and narrows the result back (no f16 arithmetic), so it measures conversions, not the hardware; expect it slower than f32".to_string(),
+        )),
+    }
+}
+
 fn device_name(device: &Device) -> String {
     match device.location() {
         candle_core::DeviceLocation::Cpu => "cpu".to_string(),
@@ -757,6 +781,30 @@ fn prepare_builtin(seed: u64) -> Result<Prepared, ModelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn half_precisions_on_the_cpu_are_labelled_or_refused() {
+        assert!(
+            cpu_precision_note(Precision::F32, false)
+                .expect("f32")
+                .is_none()
+        );
+        let bf16 = cpu_precision_note(Precision::Bf16, true)
+            .expect("bf16 with the instructions")
+            .expect("a note");
+        assert!(bf16.contains("avx512_bf16 with f32 accumulation"), "{bf16}");
+        let refused = cpu_precision_note(Precision::Bf16, false).expect_err("no avx512_bf16");
+        assert!(matches!(refused, ModelError::CpuWithoutBf16));
+        let line = refused.to_string();
+        assert!(
+            !line.contains('\n') && line.ends_with("use --dtype f32"),
+            "{line}"
+        );
+        let f16 = cpu_precision_note(Precision::F16, true)
+            .expect("f16")
+            .expect("a note");
+        assert!(f16.starts_with("f16 on the CPU is emulated"), "{f16}");
+    }
 
     #[test]
     fn one_line_joins_context_chains_and_drops_backtraces() {

@@ -8,7 +8,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::distilbert::{Config, DistilBertModel};
 
 use super::config::DistilBertConfig;
-use super::engine::ClassifierHead;
+use super::engine::{ClassifierHead, Numerics};
 use super::weights::Checkpoint;
 
 pub(crate) struct StockModel {
@@ -38,7 +38,7 @@ impl StockModel {
         }
         let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
         let model = DistilBertModel::load(vb.pp("distilbert"), &config)?;
-        let head = ClassifierHead::load(ck, DType::F32, device)?;
+        let head = ClassifierHead::load(ck, Numerics::Uniform(DType::F32), device)?;
         Ok(StockModel { model, head })
     }
 
