@@ -817,8 +817,8 @@ def cmd_summary(out_dir):
     p("| total | " + " | ".join(f"{(cpu_ms[k] if k[0] == 1 else fb_ms[k]):.0f} | "
                                 f"{tg[k][1] / tor[k]['iters']:.0f}" for k in ks) + " |")
     p("")
-    p("(fleetbench's attention QK^T and PV products are in its matmul row; its attention row "
-      "is the softmax only; the mask add is in the add row.)")
+    p("(fleetbench's attention row is its fused kernel: QK^T, the mask, softmax and PV, "
+      "products included; its linear layers' bias and residual are in the matmul row.)")
     p("")
     path = os.path.join(out_dir, "matmul-rates.jsonl")
     rows = [json.loads(l) for l in open(path) if l.strip()] if os.path.exists(path) else []
