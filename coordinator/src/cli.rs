@@ -211,8 +211,23 @@ enum Command {
         /// Follow the sweep until it ends; exit non-zero if any host failed.
         #[arg(long)]
         wait: bool,
+        /// With --wait: fetch the sweep's reports into DIR when it ends.
+        #[arg(long, value_name = "DIR", requires = "wait")]
+        out: Option<PathBuf>,
         #[command(flatten)]
         sweep: SweepArgs,
+    },
+    /// Fetch every report of an ended sweep from the coordinator into DIR.
+    Report {
+        #[command(flatten)]
+        remote: Remote,
+        sweep_id: String,
+        /// Where to write them (created if missing; files of the same name are replaced).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Only these formats (comma-separated: md, json, csv, html; default all).
+        #[arg(long, value_delimiter = ',', value_name = "FORMATS")]
+        format: Vec<String>,
     },
     /// List sweeps, newest first.
     Sweeps {
@@ -313,6 +328,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             deadline,
             baseline,
             wait,
+            out,
             sweep,
         } => {
             let spec = sweep.spec();
@@ -324,7 +340,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 deadline_seconds: deadline,
                 baseline,
             };
-            start_sweep(&remote.target()?, &req, wait).await
+            start_sweep(&remote.target()?, &req, wait, out.as_deref()).await
+        }
+        Command::Report {
+            remote,
+            sweep_id,
+            out,
+            format,
+        } => {
+            fetch_reports(&remote.target()?, &sweep_id, &format, &out).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Sweeps { remote } => {
             print!("{}", operator::sweeps(&remote.target()?).await?);
@@ -573,6 +598,7 @@ async fn start_sweep(
     target: &ControlTarget,
     req: &SweepRequest,
     wait: bool,
+    out: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let started = operator::start_sweep(target, req).await?;
     println!("{}", started.sweep_id);
@@ -585,10 +611,33 @@ async fn start_sweep(
         "sweep {} {}: {}/{} hosts completed",
         summary.sweep_id, summary.state, summary.hosts_done, summary.hosts
     );
-    if !summary.reports_dir.is_empty() {
-        println!("reports: {}", summary.reports_dir);
+    match out {
+        Some(out) => fetch_reports(target, &summary.sweep_id, &[], out).await?,
+        None if !summary.reports_dir.is_empty() => {
+            println!("reports (on the coordinator): {}", summary.reports_dir);
+        }
+        None => {}
     }
     Ok(failure_if(operator::sweep_failed(&last)))
+}
+
+/// `report` and `sweep --wait --out`: the files, then where they are.
+async fn fetch_reports(
+    target: &ControlTarget,
+    sweep_id: &str,
+    formats: &[String],
+    out: &Path,
+) -> anyhow::Result<()> {
+    let files = operator::fetch_reports(target, sweep_id, formats, out).await?;
+    for f in &files {
+        println!("{}", f.display());
+    }
+    eprintln!(
+        "{} report files of sweep {sweep_id} in {}",
+        files.len(),
+        out.display()
+    );
+    Ok(())
 }
 
 /// `dev-certs`: the files on stdout, the commands that use them on stderr.

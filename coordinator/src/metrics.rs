@@ -50,8 +50,25 @@ struct LimitLabel {
     limit: String,
 }
 
+/// The `limit` label values the coordinator counts: each series exists from
+/// the start at 0, so that dashboards and alerts see a rate of 0 rather
+/// than no data until the first refusal.
+const LIMITS: [&str; 4] = [
+    "agents",
+    "message_size",
+    "results_per_sweep",
+    "results_per_host",
+];
+
 impl Default for Metrics {
     fn default() -> Self {
+        let limit_hits: Family<LimitLabel, Counter> = Family::default();
+        for limit in LIMITS {
+            // Creating the series is the point; the counter stays at 0.
+            drop(limit_hits.get_or_create(&LimitLabel {
+                limit: limit.to_string(),
+            }));
+        }
         Metrics {
             results_stored: Counter::default(),
             results_duplicate: Counter::default(),
@@ -59,7 +76,7 @@ impl Default for Metrics {
             agent_disconnects: Counter::default(),
             result_ack_seconds: Histogram::new(ACK_BUCKETS),
             store_failures: Counter::default(),
-            limit_hits: Family::default(),
+            limit_hits,
         }
     }
 }
@@ -167,8 +184,9 @@ impl Metrics {
         self.store_failures.inc();
     }
 
-    /// A resource limit refused something (`agents`, `results_per_sweep`, ...).
+    /// A resource limit refused something (one of [`LIMITS`]).
     pub fn limit_hit(&self, limit: &str) {
+        debug_assert!(LIMITS.contains(&limit), "{limit} is not in LIMITS");
         self.limit_hits
             .get_or_create(&LimitLabel {
                 limit: limit.to_string(),

@@ -27,6 +27,15 @@ pub enum OperatorError {
     Tls { url: String, why: String },
     #[error("{}", rpc_message(.0))]
     Rpc(tonic::Status),
+    /// The coordinator's answer is not a report this client will write.
+    #[error("refused a report from the coordinator: {0}")]
+    BadReport(String),
+    #[error("cannot write the report {path}: {source} (is --out a writable directory?)")]
+    WriteReport {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl From<tonic::Status> for OperatorError {
@@ -474,6 +483,145 @@ pub fn sweep_failed(event: &v1::SweepEvent) -> bool {
     })
 }
 
+/// Largest report file `fetch_reports` writes: a fleet report of 10,000
+/// hosts is a few tens of MB in HTML; anything past this is refused.
+const MAX_REPORT_BYTES: u64 = 512 << 20;
+
+/// Whether a name the coordinator sent is a report file name to write in the
+/// output directory: a bare name of safe characters (no separator, no `..`,
+/// not hidden) with a report format's extension. The coordinator is trusted
+/// for reports, not for paths.
+fn is_report_file_name(name: &str) -> bool {
+    let formats = crate::reports::report_formats();
+    name.len() <= 255
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && name
+            .rsplit_once('.')
+            .is_some_and(|(stem, ext)| !stem.is_empty() && formats.contains(&ext))
+}
+
+/// One report being received: written to a hidden temporary file, renamed
+/// to its name when its last chunk has come, so that `--out` never holds a
+/// torn report.
+struct ReportDownload {
+    name: String,
+    size: u64,
+    received: u64,
+    tmp: std::path::PathBuf,
+    file: std::fs::File,
+}
+
+/// `report`: every report of a sweep (of `formats`, or all) from the
+/// coordinator into `out_dir`; returns the files written, fleet report first.
+pub async fn fetch_reports(
+    target: &ControlTarget,
+    sweep_id: &str,
+    formats: &[String],
+    out_dir: &std::path::Path,
+) -> Result<Vec<std::path::PathBuf>, OperatorError> {
+    use std::io::Write as _;
+    let mut stream = connect(target)
+        .await?
+        .get_reports(v1::GetReportsRequest {
+            sweep_id: sweep_id.to_string(),
+            formats: formats.to_vec(),
+        })
+        .await?
+        .into_inner();
+    let write_err = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| OperatorError::WriteReport { path, source }
+    };
+    std::fs::create_dir_all(out_dir).map_err(write_err(out_dir))?;
+    let mut written = Vec::new();
+    let mut current: Option<ReportDownload> = None;
+    let result = async {
+        while let Some(chunk) = stream.message().await? {
+            let shown = fleetbench_common::names::clean_text(&chunk.file_name, 64);
+            let download = match current.take() {
+                Some(d) if d.name == chunk.file_name => d,
+                Some(d) => {
+                    let message = format!("'{shown}' began before '{}' ended", d.name);
+                    // Kept, so that its temporary file is removed below.
+                    current = Some(d);
+                    return Err(OperatorError::BadReport(message));
+                }
+                None => {
+                    if !is_report_file_name(&chunk.file_name) {
+                        return Err(OperatorError::BadReport(format!(
+                            "'{shown}' is not a report file name"
+                        )));
+                    }
+                    if chunk.size > MAX_REPORT_BYTES {
+                        return Err(OperatorError::BadReport(format!(
+                            "'{shown}' would be {} bytes, over the {MAX_REPORT_BYTES}-byte limit",
+                            chunk.size
+                        )));
+                    }
+                    let tmp = out_dir.join(format!(".{}.part", chunk.file_name));
+                    let file = std::fs::File::create(&tmp).map_err(write_err(&tmp))?;
+                    ReportDownload {
+                        name: chunk.file_name.clone(),
+                        size: chunk.size,
+                        received: 0,
+                        tmp,
+                        file,
+                    }
+                }
+            };
+            let mut download = download;
+            download.received += chunk.data.len() as u64;
+            if download.received > download.size || chunk.size != download.size {
+                let name = download.name.clone();
+                current = Some(download);
+                return Err(OperatorError::BadReport(format!(
+                    "'{name}' is longer than the size it announced"
+                )));
+            }
+            download
+                .file
+                .write_all(&chunk.data)
+                .map_err(write_err(&download.tmp))?;
+            if chunk.last {
+                if download.received != download.size {
+                    let name = download.name.clone();
+                    current = Some(download);
+                    return Err(OperatorError::BadReport(format!(
+                        "'{name}' ended short of the size it announced"
+                    )));
+                }
+                download.file.sync_all().map_err(write_err(&download.tmp))?;
+                let path = out_dir.join(&download.name);
+                std::fs::rename(&download.tmp, &path).map_err(write_err(&path))?;
+                written.push(path);
+            } else {
+                current = Some(download);
+            }
+        }
+        match &current {
+            Some(d) => Err(OperatorError::BadReport(format!(
+                "the answer ended in the middle of '{}'",
+                d.name
+            ))),
+            None if written.is_empty() => Err(OperatorError::BadReport(format!(
+                "sweep '{sweep_id}' has no reports in the formats asked for"
+            ))),
+            None => Ok(()),
+        }
+    }
+    .await;
+    if let Err(e) = result {
+        if let Some(d) = current {
+            let _ = std::fs::remove_file(&d.tmp);
+        }
+        return Err(e);
+    }
+    Ok(written)
+}
+
 /// The coordinator's overall health as its gRPC health service reports it
 /// (`SERVING`, `NOT_SERVING`, ...). Probes use it where Kubernetes' own gRPC
 /// probe cannot (TLS).
@@ -485,4 +633,183 @@ pub async fn health(target: &ControlTarget) -> Result<String, OperatorError> {
         })
         .await?;
     Ok(response.into_inner().status().as_str_name().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetbench_proto::v1::control_server::{Control, ControlServer};
+    use tonic::{Request, Response, Status};
+
+    #[test]
+    fn only_bare_report_names_are_written() {
+        for good in ["fleet.md", "gpu-a.json", "gpu_07.cuda-0.html", "h.csv"] {
+            assert!(is_report_file_name(good), "{good}");
+        }
+        for bad in [
+            "../fleet.md",
+            "a/b.md",
+            "/etc/passwd.md",
+            ".hidden.md",
+            "fleet.exe",
+            "fleet",
+            ".md",
+            "fleet.md\n",
+            "flèet.md",
+            "C:evil.md",
+        ] {
+            assert!(!is_report_file_name(bad), "{bad:?}");
+        }
+        assert!(!is_report_file_name(&format!("{}.md", "a".repeat(300))));
+    }
+
+    /// A coordinator that answers `GetReports` with whatever it is given.
+    struct Scripted(Vec<v1::ReportChunk>);
+
+    type Chunks =
+        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<v1::ReportChunk, Status>> + Send>>;
+    type Events =
+        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<v1::SweepEvent, Status>> + Send>>;
+
+    #[tonic::async_trait]
+    impl Control for Scripted {
+        async fn list_agents(
+            &self,
+            _: Request<v1::ListAgentsRequest>,
+        ) -> Result<Response<v1::ListAgentsResponse>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+        async fn start_sweep(
+            &self,
+            _: Request<v1::StartSweepRequest>,
+        ) -> Result<Response<v1::StartSweepResponse>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+        type WatchSweepStream = Events;
+        async fn watch_sweep(
+            &self,
+            _: Request<v1::WatchSweepRequest>,
+        ) -> Result<Response<Events>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+        async fn get_sweep(
+            &self,
+            _: Request<v1::GetSweepRequest>,
+        ) -> Result<Response<v1::SweepDetail>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+        async fn list_sweeps(
+            &self,
+            _: Request<v1::ListSweepsRequest>,
+        ) -> Result<Response<v1::ListSweepsResponse>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+        async fn cancel_sweep(
+            &self,
+            _: Request<v1::CancelSweepRequest>,
+        ) -> Result<Response<v1::CancelSweepResponse>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+        type GetReportsStream = Chunks;
+        async fn get_reports(
+            &self,
+            _: Request<v1::GetReportsRequest>,
+        ) -> Result<Response<Chunks>, Status> {
+            let chunks: Vec<Result<v1::ReportChunk, Status>> =
+                self.0.iter().cloned().map(Ok).collect();
+            Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+        }
+    }
+
+    /// Serves `chunks` on a loopback port and fetches them into a new
+    /// directory inside `root`; returns the outcome and that directory.
+    async fn fetch_from(
+        root: &std::path::Path,
+        chunks: Vec<v1::ReportChunk>,
+    ) -> (
+        Result<Vec<std::path::PathBuf>, OperatorError>,
+        std::path::PathBuf,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(ControlServer::new(Scripted(chunks)))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let out = root.join("out");
+        let result = fetch_reports(&ControlTarget::plain(url), "s", &[], &out).await;
+        (result, out)
+    }
+
+    fn chunk(name: &str, size: u64, data: &str, last: bool) -> v1::ReportChunk {
+        v1::ReportChunk {
+            file_name: name.into(),
+            size,
+            data: data.as_bytes().to_vec(),
+            last,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hostile_coordinator_cannot_write_outside_out_or_leave_torn_files() {
+        for (chunks, expected) in [
+            (
+                vec![chunk("../evil.md", 1, "x", true)],
+                "is not a report file name",
+            ),
+            (
+                vec![chunk("fleet.md", 2, "toolong", true)],
+                "longer than the size it announced",
+            ),
+            (
+                vec![chunk("fleet.md", 9, "short", true)],
+                "ended short of the size",
+            ),
+            (
+                vec![chunk("fleet.md", 10, "part", false)],
+                "ended in the middle of 'fleet.md'",
+            ),
+            (
+                vec![
+                    chunk("fleet.md", 10, "part", false),
+                    chunk("a.md", 1, "x", true),
+                ],
+                "'a.md' began before 'fleet.md' ended",
+            ),
+            (vec![chunk("fleet.md", u64::MAX, "", false)], "over the"),
+            (vec![], "has no reports"),
+        ] {
+            let root = tempfile::tempdir().expect("tempdir");
+            let (result, out) = fetch_from(root.path(), chunks).await;
+            let err = result.expect_err(expected).to_string();
+            assert!(err.contains(expected), "wanted '{expected}' in: {err}");
+            assert!(!root.path().join("evil.md").exists());
+            let left: Vec<_> = std::fs::read_dir(&out)
+                .map(|d| d.map(|e| e.expect("entry").file_name()).collect())
+                .unwrap_or_default();
+            assert!(left.is_empty(), "{expected}: left {left:?}");
+        }
+        let root = tempfile::tempdir().expect("tempdir");
+        let (result, out) = fetch_from(
+            root.path(),
+            vec![
+                chunk("fleet.md", 7, "# fle", false),
+                chunk("fleet.md", 7, "et", true),
+                chunk("gpu-a.csv", 3, "a,b", true),
+            ],
+        )
+        .await;
+        assert_eq!(result.expect("fetched").len(), 2);
+        assert_eq!(
+            std::fs::read_to_string(out.join("fleet.md")).expect("md"),
+            "# fleet"
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.join("gpu-a.csv")).expect("csv"),
+            "a,b"
+        );
+    }
 }

@@ -165,6 +165,48 @@ pub fn build_sweep_reports(
     Ok((machines, fleet))
 }
 
+/// Where a sweep's reports live: `<data>/reports/<sweep id as a file stem>/`.
+pub fn sweep_reports_dir(data_dir: &Path, sweep_id: &str) -> PathBuf {
+    data_dir.join("reports").join(safe_file_stem(sweep_id))
+}
+
+/// The report formats by file extension ("md", "json", "csv", "html").
+pub fn report_formats() -> Vec<&'static str> {
+    fleetbench_report::all_exporters()
+        .iter()
+        .map(|e| e.extension())
+        .collect()
+}
+
+/// The report files in `dir` whose extension is one of `formats` (every
+/// format when empty), sorted by name; the fleet report first. Temporary
+/// files of an interrupted write (dot files) are not reports.
+pub fn report_files(dir: &Path, formats: &[String]) -> std::io::Result<Vec<PathBuf>> {
+    let known = report_formats();
+    let wanted = |ext: &str| {
+        known.contains(&ext) && (formats.is_empty() || formats.iter().any(|f| f == ext))
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if !name.starts_with('.') && entry.file_type()?.is_file() && wanted(ext) {
+            files.push(path);
+        }
+    }
+    files.sort_by_key(|p| {
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        (!name.starts_with("fleet."), name)
+    });
+    Ok(files)
+}
+
 /// Writes every report of a sweep; returns the directory.
 pub fn write_sweep_reports(
     store: &Store,
@@ -172,7 +214,7 @@ pub fn write_sweep_reports(
     sweep_id: &str,
     prices: Option<&PriceTable>,
 ) -> Result<PathBuf, ReportsError> {
-    let dir = data_dir.join("reports").join(safe_file_stem(sweep_id));
+    let dir = sweep_reports_dir(data_dir, sweep_id);
     let (machines, fleet) = build_sweep_reports(store, sweep_id, prices)?;
     let keys: Vec<(&str, String)> = machines
         .iter()

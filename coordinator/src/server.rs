@@ -33,6 +33,7 @@ impl From<SweepError> for Status {
             }
             SweepError::NoHosts(_) => Status::failed_precondition(e.to_string()),
             SweepError::Store(_)
+            | SweepError::ReportsUnavailable(_)
             | SweepError::Write { .. }
             | SweepError::Encode { .. }
             | SweepError::ResultNotStored { .. } => Status::internal(e.to_string()),
@@ -235,6 +236,12 @@ impl ControlService {
 }
 
 type WatchStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<v1::SweepEvent, Status>> + Send>>;
+type ReportStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<v1::ReportChunk, Status>> + Send>>;
+
+/// Bytes per `ReportChunk`: well under tonic's 4 MiB message limit, so a
+/// client with default settings reads any report.
+const REPORT_CHUNK_BYTES: usize = 1 << 20;
 
 #[tonic::async_trait]
 impl Control for ControlService {
@@ -357,6 +364,84 @@ impl Control for ControlService {
         Ok(Response::new(v1::CancelSweepResponse {
             sweep: Some(view.summary),
         }))
+    }
+
+    type GetReportsStream = ReportStream;
+
+    async fn get_reports(
+        &self,
+        request: Request<v1::GetReportsRequest>,
+    ) -> Result<Response<Self::GetReportsStream>, Status> {
+        require(&request, Access::Read, "read reports")?;
+        let request = request.into_inner();
+        let known = crate::reports::report_formats();
+        if let Some(unknown) = request
+            .formats
+            .iter()
+            .find(|f| !known.contains(&f.as_str()))
+        {
+            return Err(Status::invalid_argument(format!(
+                "unknown report format '{}': use {}",
+                fleetbench_common::names::clean_text(unknown, 16),
+                known.join(", ")
+            )));
+        }
+        let dir = self.coordinator.ensure_reports(&request.sweep_id)?;
+        let files = crate::reports::report_files(&dir, &request.formats).map_err(|e| {
+            Status::internal(format!("cannot list the reports in {}: {e}", dir.display()))
+        })?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            for path in files {
+                if let Err(status) = send_report_file(&path, &tx).await {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// One report file as chunks of at most [`REPORT_CHUNK_BYTES`]. Reports are
+/// replaced by renames, so the open file is one whole version.
+async fn send_report_file(
+    path: &std::path::Path,
+    tx: &mpsc::Sender<Result<v1::ReportChunk, Status>>,
+) -> Result<(), Status> {
+    use tokio::io::AsyncReadExt as _;
+    let unreadable = |e: std::io::Error| {
+        Status::internal(format!("cannot read the report {}: {e}", path.display()))
+    };
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut file = tokio::fs::File::open(path).await.map_err(unreadable)?;
+    let size = file.metadata().await.map_err(unreadable)?.len();
+    let mut sent = 0u64;
+    loop {
+        let mut data = Vec::with_capacity(REPORT_CHUNK_BYTES);
+        (&mut file)
+            .take(REPORT_CHUNK_BYTES as u64)
+            .read_to_end(&mut data)
+            .await
+            .map_err(unreadable)?;
+        sent += data.len() as u64;
+        let last = data.is_empty() || sent >= size;
+        let chunk = v1::ReportChunk {
+            file_name: file_name.clone(),
+            size,
+            data,
+            last,
+        };
+        if tx.send(Ok(chunk)).await.is_err() {
+            // The client went away: nothing more to send.
+            return Ok(());
+        }
+        if last {
+            return Ok(());
+        }
     }
 }
 

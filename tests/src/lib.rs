@@ -37,6 +37,14 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// The repository's root (files the tests check, such as deploy/).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("repository root")
+}
+
 /// The tiny DistilBERT fixture shipped in the repository.
 pub fn fixture_model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

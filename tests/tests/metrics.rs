@@ -129,7 +129,57 @@ fn metrics_count_agents_sweeps_results_and_ack_latency() {
         h100.1
     );
 
+    dashboard_queries_name_only_exported_metrics(&body);
+
     let (status, _) = http_get(&metrics.replace("/metrics", "/nothing"));
     assert!(status.contains("404"), "{status}");
     coordinator.kill9();
+}
+
+/// Every metric the Grafana dashboard queries is one this coordinator's
+/// `/metrics` (`body`) exports: a sample line, or (for a family with no
+/// series yet, such as limit refusals) its `# TYPE` line.
+fn dashboard_queries_name_only_exported_metrics(body: &str) {
+    let path = fleetbench_tests::repo_root()
+        .join("deploy/helm/fleetbench/dashboards/fleetbench-coordinator.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read the dashboard"))
+            .expect("the dashboard is JSON");
+    assert_eq!(dashboard["uid"], "fleetbench-coordinator");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let mut names = std::collections::BTreeSet::new();
+    for panel in panels {
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{}", panel["title"]);
+        for target in targets {
+            let expr = target["expr"].as_str().expect("expr");
+            let mut rest = expr;
+            while let Some(at) = rest.find("fleetbench_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                rest = &rest[at + name.len()..];
+                names.insert(name);
+            }
+        }
+    }
+    assert!(names.len() >= 10, "{names:?}");
+    for name in &names {
+        let sampled = body.lines().any(|l| {
+            l.strip_prefix(name.as_str())
+                .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
+        });
+        let family = ["_total", "_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        let typed = body
+            .lines()
+            .any(|l| l.starts_with(&format!("# TYPE {family} ")));
+        assert!(
+            sampled || typed,
+            "the dashboard queries {name}, which /metrics does not export:\n{body}"
+        );
+    }
 }

@@ -352,6 +352,35 @@ impl Coordinator {
         Ok(())
     }
 
+    /// The directory of an ended sweep's reports, for `GetReports`: written
+    /// again first when its fleet report is not on disk (a lost volume, a
+    /// cleaned data directory, a coordinator stopped before writing them).
+    pub fn ensure_reports(&self, id: &str) -> Result<std::path::PathBuf, SweepError> {
+        let view = self.view(id)?;
+        if view.summary.state_code() == v1::SweepState::Running {
+            return Err(SweepError::BadRequest(format!(
+                "sweep '{id}' is still running: its reports are written when it ends (`fleetbench sweep --wait --out DIR` waits and fetches them)"
+            )));
+        }
+        let dir = reports::sweep_reports_dir(&self.config.data_dir, id);
+        let complete = |dir: &std::path::Path| {
+            reports::report_formats()
+                .iter()
+                .all(|ext| dir.join(format!("fleet.{ext}")).is_file())
+        };
+        if !complete(&dir) {
+            tracing::info!(
+                sweep = id,
+                "writing this sweep's reports again: they are not on disk"
+            );
+            self.write_reports(id)?;
+            if !complete(&dir) {
+                return Err(SweepError::ReportsUnavailable(id.to_string()));
+            }
+        }
+        Ok(dir)
+    }
+
     /// At start: writes the reports of every ended sweep that has none (the
     /// coordinator stopped after the sweep's commit and before its reports,
     /// which would otherwise leave it without reports forever). Returns how

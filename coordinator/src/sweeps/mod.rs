@@ -77,6 +77,8 @@ pub enum SweepError {
     BadRequest(String),
     #[error("no sweep with id '{0}': `fleetbench sweeps` lists them")]
     NotFound(String),
+    #[error("the reports of sweep '{0}' could not be written: the coordinator's log says why")]
+    ReportsUnavailable(String),
 }
 
 /// Why the coordinator could not open its data directory.
