@@ -82,6 +82,12 @@ struct ServeArgs {
     /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 0.0.0.0:9464).
     #[arg(long, env = "FLEETBENCH_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Serve the web console on ADDR (e.g. 127.0.0.1:8080): over TLS with
+    /// the same certificates when --tls-cert is given; browsers log in with
+    /// the operator or reader token (no login when neither is configured,
+    /// which beyond loopback needs --no-auth).
+    #[arg(long, env = "FLEETBENCH_HTTP_LISTEN", value_name = "ADDR")]
+    http_listen: Option<SocketAddr>,
     /// Scrapers of /metrics must send this bearer token (file; or set
     /// FLEETBENCH_METRICS_TOKEN).
     #[arg(long, value_name = "FILE")]
@@ -186,6 +192,12 @@ enum Command {
         /// The short CPU sweep even where a GPU exists.
         #[arg(long)]
         quick: bool,
+        /// The web console's address (loopback; port 0: any free port).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+        http_listen: SocketAddr,
+        /// End once the sweep is over instead of serving the console until Ctrl-C (for scripts).
+        #[arg(long)]
+        exit: bool,
     },
     /// List the fleet's agents, connected and lost, with their GPUs.
     Agents {
@@ -316,7 +328,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             model,
             weights,
             quick,
-        } => demo(data, model, weights, quick).await,
+            http_listen,
+            exit,
+        } => demo(data, model, weights, quick, http_listen, exit).await,
         Command::Agents { remote } => {
             print!("{}", operator::agents(&remote.target()?).await?);
             Ok(ExitCode::SUCCESS)
@@ -401,6 +415,7 @@ fn failure_if(bad: bool) -> ExitCode {
 /// (and metrics) until SIGINT or SIGTERM.
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (listen, data, metrics_listen) = (args.listen, args.data.clone(), args.metrics_listen);
+    let (http_listen, no_auth) = (args.http_listen, args.no_auth);
     let metrics_options = crate::metrics::MetricsOptions {
         max_hosts: args.metrics_max_hosts as usize,
         token: Token::load(
@@ -410,6 +425,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         refresh: positive_seconds("--metrics-refresh", args.metrics_refresh)?,
     };
     let (security, config) = serve_settings(args)?;
+    let console = match http_listen {
+        Some(addr) => Some(console_settings(addr, &security, no_auth).await?),
+        None => None,
+    };
     let coordinator = Coordinator::open(config)
         .with_context(|| format!("cannot open the store in {}", data.display()))?;
     coordinator
@@ -432,6 +451,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(m) = &metrics_listener {
         println!("metrics on http://{}/metrics", m.local_addr()?);
     }
+    if let Some((listener, tls, _)) = &console {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        println!("console on {scheme}://{}/", listener.local_addr()?);
+    }
     tracing::info!(security = %security.describe(), "coordinator ready");
     // One signal stops both listeners.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -450,14 +473,62 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             stopped(stop_rx.clone()),
         ))
     });
+    let console = console.map(|(listener, tls, sessions)| {
+        tokio::spawn(crate::console::serve(
+            coordinator.clone(),
+            listener,
+            tls,
+            sessions,
+            stopped(stop_rx.clone()),
+        ))
+    });
     crate::server::serve(coordinator, listener, &security, stopped(stop_rx))
         .await
         .map_err(|e| anyhow::anyhow!("server error: {e}"))?;
     if let Some(m) = metrics {
         let _ = m.await;
     }
+    if let Some(c) = console {
+        let _ = c.await;
+    }
     tracing::info!("coordinator stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The console's listener, TLS and sessions. An open console (no operator
+/// or reader token to log in with) is refused where the gRPC API
+/// authenticates operators some other way, and beyond loopback unless
+/// --no-auth says so.
+async fn console_settings(
+    addr: SocketAddr,
+    security: &crate::security::ServerSecurity,
+    no_auth: bool,
+) -> anyhow::Result<(
+    tokio::net::TcpListener,
+    Option<tokio_rustls::TlsAcceptor>,
+    crate::console::Sessions,
+)> {
+    let auth = security.auth.clone();
+    let open = auth.operator_token.is_none() && auth.reader_token.is_none();
+    if open && auth.operators_authenticated() {
+        anyhow::bail!(
+            "--http-listen: the console logs in with the operator or reader token, and this coordinator has neither (client certificates alone do not log a browser in): add --operator-token-file or --reader-token-file"
+        );
+    }
+    if open && !addr.ip().is_loopback() && !no_auth {
+        anyhow::bail!(
+            "--http-listen {addr}: beyond loopback the console must authenticate its users: add --operator-token-file (and --reader-token-file), or --no-auth to serve it open on purpose"
+        );
+    }
+    let tls = security.tls_acceptor()?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on --http-listen {addr}"))?;
+    Ok((
+        listener,
+        tls.clone(),
+        crate::console::Sessions::new(auth, tls.is_some()),
+    ))
 }
 
 /// `serve`'s arguments checked and turned into the security settings and the
@@ -468,6 +539,7 @@ fn serve_settings(args: ServeArgs) -> anyhow::Result<(ServerSecurity, Coordinato
         listen,
         data,
         metrics_listen: _,
+        http_listen: _,
         metrics_token_file: _,
         metrics_max_hosts: _,
         metrics_refresh: _,
@@ -567,12 +639,20 @@ async fn demo(
     model: String,
     weights: WeightsChoice,
     quick: bool,
+    console: SocketAddr,
+    exit: bool,
 ) -> anyhow::Result<ExitCode> {
     let outcome = run_demo(DemoOptions {
         data_dir: data,
         model,
         weights,
         quick,
+        console,
+        after: if exit {
+            crate::demo::AfterSweep::Exit
+        } else {
+            crate::demo::AfterSweep::ServeUntilInterrupted
+        },
     })
     .await?;
     println!("sweep {} {}", outcome.sweep_id, outcome.state);
@@ -586,6 +666,8 @@ async fn demo(
     _model: String,
     _weights: WeightsChoice,
     _quick: bool,
+    _console: SocketAddr,
+    _exit: bool,
 ) -> anyhow::Result<ExitCode> {
     anyhow::bail!(
         "this fleetbench was built without the `demo` feature (the coordinator image's build, which has no agent inside): use a default build for `fleetbench demo`, or run `fleetbench serve` and a fleetbench-agent"

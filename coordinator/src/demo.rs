@@ -25,6 +25,21 @@ pub struct DemoOptions {
     pub weights: WeightsChoice,
     /// Force the short CPU sweep even where a GPU exists.
     pub quick: bool,
+    /// Where the web console listens (loopback, no login: the demo's
+    /// coordinator has no tokens).
+    pub console: std::net::SocketAddr,
+    /// After the sweep: keep serving the console until Ctrl-C, or end.
+    pub after: AfterSweep,
+}
+
+/// What the demo does once its sweep has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterSweep {
+    /// Keep the coordinator, the agent and the console up until Ctrl-C
+    /// (or SIGTERM), so that the sweep can be looked at in a browser.
+    ServeUntilInterrupted,
+    /// End at once (`--exit`, for scripts).
+    Exit,
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +100,27 @@ pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
         "coordinator listening on {url}, store in {}",
         opts.data_dir.display()
     );
+    if !opts.console.ip().is_loopback() {
+        anyhow::bail!(
+            "the demo's console has no login: give --http-listen a loopback address (127.0.0.1:PORT), or run `fleetbench serve` with tokens"
+        );
+    }
+    let console_listener = TcpListener::bind(opts.console)
+        .await
+        .with_context(|| format!("cannot listen on --http-listen {}", opts.console))?;
+    let console_url = format!("http://{}/", console_listener.local_addr()?);
+    let console = {
+        let coordinator = coordinator.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.changed().await;
+            };
+            let sessions = crate::console::Sessions::new(Arc::default(), false);
+            crate::console::serve(coordinator, console_listener, None, sessions, shutdown).await
+        })
+    };
+    println!("console on {console_url}");
 
     let probe = Arc::new(NvmlProbe::new());
     let has_gpu = fleetbench_agent::runner::CUDA_COMPILED
@@ -127,7 +163,7 @@ pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
             baseline: String::new(),
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    println!("sweep id: {sweep_id}");
+    println!("sweep id: {sweep_id}; watch it at {console_url}sweeps/{sweep_id}");
     let last = operator::watch(
         &operator::ControlTarget::plain(&url),
         &sweep_id,
@@ -135,12 +171,20 @@ pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
     )
     .await?;
 
-    let _ = stop_tx.send(true);
-    let _ = agent.await;
-    let _ = server.await;
     let summary = last.sweep.unwrap_or_default();
     let reports_dir = PathBuf::from(&summary.reports_dir);
     print_reports(&reports_dir);
+    if opts.after == AfterSweep::ServeUntilInterrupted {
+        println!(
+            "\nthe sweep in a browser: {console_url}sweeps/{sweep_id}\n\
+             serving the console until Ctrl-C (`fleetbench demo --exit` ends after the sweep)"
+        );
+        fleetbench_proto::shutdown::signal().await;
+    }
+    let _ = stop_tx.send(true);
+    let _ = agent.await;
+    let _ = server.await;
+    let _ = console.await;
     Ok(DemoOutcome {
         sweep_id,
         state: summary.state,

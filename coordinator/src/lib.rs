@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod console;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod dev_certs;

@@ -445,7 +445,9 @@ pub async fn compare(
 }
 
 /// Groups stored results by host and device; results that do not decode are skipped.
-fn device_points(results: &[v1::StoredResult]) -> Vec<fleetbench_report::compare::DevicePoints> {
+pub(crate) fn device_points(
+    results: &[v1::StoredResult],
+) -> Vec<fleetbench_report::compare::DevicePoints> {
     let mut out: Vec<fleetbench_report::compare::DevicePoints> = Vec::new();
     for r in results {
         let (Some(device), Some(point)) = (r.device.clone(), r.point.clone()) else {

@@ -10,6 +10,7 @@
 
 pub mod creds;
 pub mod proxy;
+pub mod webdriver;
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -83,6 +84,8 @@ pub struct CoordinatorProc {
     pub log: PathBuf,
     /// `http://ADDR/metrics` when started with `--metrics-listen`.
     pub metrics_url: Option<String>,
+    /// `http(s)://ADDR/` when started with `--http-listen` (the web console).
+    pub console_url: Option<String>,
 }
 
 impl CoordinatorProc {
@@ -122,7 +125,16 @@ impl CoordinatorProc {
                 .unwrap_or_else(|| panic!("unexpected second line: {line:?}"))
                 .to_string()
         });
+        let console_url = extra.contains(&"--http-listen").then(|| {
+            let mut line = String::new();
+            stdout.read_line(&mut line).expect("read console address");
+            line.trim()
+                .strip_prefix("console on ")
+                .unwrap_or_else(|| panic!("unexpected console line: {line:?}"))
+                .to_string()
+        });
         CoordinatorProc {
+            console_url,
             child,
             url: format!("http://{addr}"),
             addr,

@@ -118,6 +118,17 @@ impl Coordinator {
         Ok((results, next))
     }
 
+    /// Two sweeps compared point by point (`fleetbench compare`'s verdicts).
+    pub fn compare_sweeps(
+        &self,
+        before: &str,
+        after: &str,
+    ) -> Result<fleetbench_report::compare::SweepComparison, SweepError> {
+        let a = crate::operator::device_points(&self.results(before)?);
+        let b = crate::operator::device_points(&self.results(after)?);
+        Ok(fleetbench_report::compare::compare(before, &a, after, &b))
+    }
+
     pub fn list_agents(&self) -> Result<Vec<v1::AgentSummary>, SweepError> {
         let rows = self.blocking(|s| s.agents())?;
         rows.into_iter()
