@@ -21,6 +21,10 @@ mod html;
 mod json;
 mod markdown;
 mod svg;
+
+/// Text escaped for HTML content and attribute values (the reports' and the
+/// web console's one escaping function).
+pub use svg::escape as html_escape;
 mod table;
 mod tables;
 

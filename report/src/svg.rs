@@ -30,7 +30,7 @@ const AXIS: &str = "#333333";
 const GRID: &str = "#dddddd";
 
 /// Escapes text for HTML and SVG content and attribute values.
-pub(crate) fn escape(s: &str) -> String {
+pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

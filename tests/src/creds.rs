@@ -9,14 +9,34 @@ use crate::{bin, text};
 
 /// `fleetbench dev-certs DIR --agent NAME...`; returns DIR.
 pub fn dev_certs(dir: &Path, agents: &[&str]) -> PathBuf {
+    dev_certs_with_sans(dir, agents, &[])
+}
+
+/// The same, the coordinator's certificate also valid for `sans`.
+pub fn dev_certs_with_sans(dir: &Path, agents: &[&str], sans: &[&str]) -> PathBuf {
     let mut cmd = Command::new(bin("fleetbench"));
     cmd.arg("dev-certs").arg(dir);
     for a in agents {
         cmd.args(["--agent", a]);
     }
+    for s in sans {
+        cmd.args(["--san", s]);
+    }
     let out = cmd.output().expect("run dev-certs");
     assert!(out.status.success(), "dev-certs: {}", text(&out));
     dir.to_path_buf()
+}
+
+/// `serve`'s mutual-TLS flags with the certificates of `dev-certs` in `certs`.
+pub fn mutual_tls_serve_args(certs: &Path) -> Vec<String> {
+    vec![
+        "--tls-cert".into(),
+        file(certs, "coordinator.pem"),
+        "--tls-key".into(),
+        file(certs, "coordinator-key.pem"),
+        "--client-ca".into(),
+        file(certs, "ca.pem"),
+    ]
 }
 
 /// A file of `dir`, as a command-line argument.

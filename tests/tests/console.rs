@@ -8,9 +8,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use fleetbench_tests::creds::{file, operator};
+use fleetbench_tests::creds::{dev_certs, file, operator};
 use fleetbench_tests::webdriver::Browser;
-use fleetbench_tests::{AgentProc, CoordinatorProc, bin, repo_root, text, wait_until};
+use fleetbench_tests::{AgentProc, CoordinatorProc, repo_root, text, wait_until};
 use serde_json::json;
 
 fn shots() -> PathBuf {
@@ -55,14 +55,7 @@ fn start_from_form(browser: &Browser, console: &str, batch_sizes: &str) -> Strin
 #[test]
 fn the_console_in_a_browser_logs_in_watches_a_sweep_live_and_opens_every_page() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let certs = dir.path().join("certs");
-    let out = std::process::Command::new(bin("fleetbench"))
-        .arg("dev-certs")
-        .arg(&certs)
-        .args(["--agent", "unused"])
-        .output()
-        .expect("dev-certs");
-    assert!(out.status.success(), "{}", text(&out));
+    let certs = dev_certs(&dir.path().join("certs"), &["unused"]);
     let coordinator = CoordinatorProc::start(
         &dir.path().join("data"),
         None,

@@ -6,8 +6,8 @@ use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::sync::Arc;
 
-use fleetbench_tests::creds::file;
-use fleetbench_tests::{CoordinatorProc, bin, text};
+use fleetbench_tests::CoordinatorProc;
+use fleetbench_tests::creds::{dev_certs, file, mutual_tls_serve_args};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
@@ -64,30 +64,16 @@ fn https(
 #[test]
 fn the_console_serves_https_with_the_coordinators_certificates() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let certs = dir.path().join("certs");
-    let out = std::process::Command::new(bin("fleetbench"))
-        .arg("dev-certs")
-        .arg(&certs)
-        .args(["--agent", "gpu-a"])
-        .output()
-        .expect("dev-certs");
-    assert!(out.status.success(), "{}", text(&out));
-    let coordinator = CoordinatorProc::start(
-        &dir.path().join("data"),
-        None,
-        &[
-            "--tls-cert",
-            &file(&certs, "coordinator.pem"),
-            "--tls-key",
-            &file(&certs, "coordinator-key.pem"),
-            "--client-ca",
-            &file(&certs, "ca.pem"),
-            "--operator-token-file",
-            &file(&certs, "operator.token"),
-            "--http-listen",
-            "127.0.0.1:0",
-        ],
-    );
+    let certs = dev_certs(&dir.path().join("certs"), &["gpu-a"]);
+    let mut args = mutual_tls_serve_args(&certs);
+    args.extend([
+        "--operator-token-file".to_string(),
+        file(&certs, "operator.token"),
+        "--http-listen".to_string(),
+        "127.0.0.1:0".to_string(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let coordinator = CoordinatorProc::start(&dir.path().join("data"), None, &args);
     let url = coordinator.console_url.clone().expect("console");
     let addr = url
         .strip_prefix("https://")

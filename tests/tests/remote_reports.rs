@@ -3,11 +3,12 @@
 //! address (127.0.0.2, over TLS with tokens), never read from its disk.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use fleetbench_tests::creds::{client_tls, file, operator};
-use fleetbench_tests::{AgentProc, CoordinatorProc, bin, sweep_id_of, text, wait_until};
+use fleetbench_tests::creds::{
+    client_tls, dev_certs_with_sans, file, mutual_tls_serve_args, operator,
+};
+use fleetbench_tests::{AgentProc, CoordinatorProc, sweep_id_of, text, wait_until};
 
 /// The names of the files in `dir`, sorted.
 fn names(dir: &Path) -> Vec<String> {
@@ -22,39 +23,21 @@ fn names(dir: &Path) -> Vec<String> {
 #[test]
 fn reports_come_from_a_remote_coordinator_over_tls_with_tokens() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let certs = dir.path().join("certs");
-    let out = Command::new(bin("fleetbench"))
-        .arg("dev-certs")
-        .arg(&certs)
-        .args([
-            "--agent",
-            "gpu-a",
-            "--agent",
-            "gpu-slow",
-            "--san",
-            "127.0.0.2",
-        ])
-        .output()
-        .expect("dev-certs");
-    assert!(out.status.success(), "{}", text(&out));
-    let coordinator = CoordinatorProc::start(
-        &dir.path().join("data"),
-        Some("127.0.0.2:0"),
-        &[
-            "--tls-cert",
-            &file(&certs, "coordinator.pem"),
-            "--tls-key",
-            &file(&certs, "coordinator-key.pem"),
-            "--client-ca",
-            &file(&certs, "ca.pem"),
-            "--agent-tokens",
-            &file(&certs, "agent-tokens"),
-            "--operator-token-file",
-            &file(&certs, "operator.token"),
-            "--reader-token-file",
-            &file(&certs, "reader.token"),
-        ],
+    let certs = dev_certs_with_sans(
+        &dir.path().join("certs"),
+        &["gpu-a", "gpu-slow"],
+        &["127.0.0.2"],
     );
+    let mut args = mutual_tls_serve_args(&certs);
+    for (flag, name) in [
+        ("--agent-tokens", "agent-tokens"),
+        ("--operator-token-file", "operator.token"),
+        ("--reader-token-file", "reader.token"),
+    ] {
+        args.extend([flag.to_string(), file(&certs, name)]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let coordinator = CoordinatorProc::start(&dir.path().join("data"), Some("127.0.0.2:0"), &args);
     assert!(
         coordinator.addr.starts_with("127.0.0.2:"),
         "{}",

@@ -144,6 +144,7 @@ fn one_head(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::cpu_f32::max_diff;
     use candle_core::{D, Device};
 
     /// The unfused form, in candle's ops (what the GPU path runs).
@@ -170,15 +171,6 @@ mod tests {
             .and_then(|t| t.transpose(1, 2))
             .and_then(|t| t.reshape((b * s, d)))
             .expect("context")
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .and_then(|t| t.abs())
-            .and_then(|t| t.flatten_all())
-            .and_then(|t| t.max(0))
-            .and_then(|t| t.to_scalar::<f32>())
-            .expect("diff")
     }
 
     #[test]

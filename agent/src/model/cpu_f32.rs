@@ -29,3 +29,15 @@ pub(super) fn with_f32<R>(t: &Tensor, op: &str, f: impl FnOnce(&[f32]) -> Result
     };
     f(contiguous_f32(cpu, layout, op)?)
 }
+
+/// The largest absolute difference between two tensors of one shape, for
+/// the kernels' tests.
+#[cfg(test)]
+pub(super) fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .and_then(|t| t.abs())
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.max(0))
+        .and_then(|t| t.to_scalar::<f32>())
+        .expect("diff")
+}

@@ -95,16 +95,8 @@ pub(crate) fn linear(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::cpu_f32::max_diff;
     use candle_core::Device;
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .and_then(|t| t.abs())
-            .and_then(|t| t.flatten_all())
-            .and_then(|t| t.max(0))
-            .and_then(|t| t.to_scalar::<f32>())
-            .expect("diff")
-    }
 
     #[test]
     fn bias_residual_and_gelu_match_candles_steps() {

@@ -638,24 +638,39 @@ async fn sweep_live(
         .into_response()
 }
 
+/// The refusal of a state-changing form that is too large, did not come
+/// from this console's own page, or comes from a read-only session.
+fn refuse_change(
+    headers: &HeaderMap,
+    viewer: &Viewer,
+    body: &str,
+    fields: &[(String, String)],
+    what: &str,
+) -> Option<Response> {
+    if body.len() > MAX_FORM_BYTES || !same_origin_form(headers, viewer, field(fields, "csrf")) {
+        return Some(error_page(
+            StatusCode::FORBIDDEN,
+            Some(viewer),
+            "this form did not come from this console's page: reload it and try again",
+        ));
+    }
+    if !viewer.may_change() {
+        return Some(error_page(
+            StatusCode::FORBIDDEN,
+            Some(viewer),
+            &format!("{what} needs the operator token; this session has the reader's"),
+        ));
+    }
+    None
+}
+
 async fn start_sweep(State(app): State<App>, headers: HeaderMap, body: String) -> Response {
     let Some(viewer) = app.sessions.viewer(&headers) else {
         return to_login();
     };
     let fields = form_fields(&body);
-    if body.len() > MAX_FORM_BYTES || !same_origin_form(&headers, &viewer, field(&fields, "csrf")) {
-        return error_page(
-            StatusCode::FORBIDDEN,
-            Some(&viewer),
-            "this form did not come from this console's page: reload it and try again",
-        );
-    }
-    if !viewer.may_change() {
-        return error_page(
-            StatusCode::FORBIDDEN,
-            Some(&viewer),
-            "starting sweeps needs the operator token; this session has the reader's",
-        );
+    if let Some(refused) = refuse_change(&headers, &viewer, &body, &fields, "starting sweeps") {
+        return refused;
     }
     let mut spec = SweepSpec::default();
     let parsed = (|| -> Result<(), String> {
@@ -717,19 +732,14 @@ async fn cancel_sweep(
     let Some(viewer) = app.sessions.viewer(&headers) else {
         return to_login();
     };
-    if !same_origin_form(&headers, &viewer, field(&form_fields(&body), "csrf")) {
-        return error_page(
-            StatusCode::FORBIDDEN,
-            Some(&viewer),
-            "this form did not come from this console's page: reload it and try again",
-        );
-    }
-    if !viewer.may_change() {
-        return error_page(
-            StatusCode::FORBIDDEN,
-            Some(&viewer),
-            "cancelling sweeps needs the operator token; this session has the reader's",
-        );
+    if let Some(refused) = refuse_change(
+        &headers,
+        &viewer,
+        &body,
+        &form_fields(&body),
+        "cancelling sweeps",
+    ) {
+        return refused;
     }
     let Some(id) = checked_id(&id) else {
         return error_page(StatusCode::BAD_REQUEST, Some(&viewer), "not a sweep id");

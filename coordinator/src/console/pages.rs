@@ -7,20 +7,7 @@ use fleetbench_proto::v1;
 use super::session::Viewer;
 
 /// Text as HTML: the five characters that could open markup or an attribute.
-pub fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use fleetbench_report::html_escape as esc;
 
 /// A path segment or query value for an href (ids are checked before they
 /// get here; this is the second line of defence).
