@@ -339,6 +339,24 @@ async fn fleet_live(
         .into_response()
 }
 
+/// Sends `html` as an `update` event unless it is what the browser has
+/// already; false when the browser has gone.
+async fn send_if_changed(
+    tx: &tokio::sync::mpsc::Sender<Result<Event, Infallible>>,
+    last: &mut String,
+    html: String,
+) -> bool {
+    if html == *last {
+        return true;
+    }
+    let sent = tx
+        .send(Ok(Event::default().event("update").data(&html)))
+        .await
+        .is_ok();
+    *last = html;
+    sent
+}
+
 fn async_stream_fleet(
     coordinator: Arc<Coordinator>,
     page_no: usize,
@@ -353,15 +371,8 @@ fn async_stream_fleet(
                 return;
             };
             let html = pages::fleet_fragment(&agents, page_no);
-            if html != last {
-                if tx
-                    .send(Ok(Event::default().event("update").data(&html)))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                last = html;
+            if !send_if_changed(&tx, &mut last, html).await {
+                return;
             }
         }
     });
@@ -604,15 +615,8 @@ async fn sweep_live(
                 return;
             };
             let html = pages::sweep_fragment(&view.summary, &view.hosts);
-            if html != last {
-                if tx
-                    .send(Ok(Event::default().event("update").data(&html)))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                last = html;
+            if !send_if_changed(&tx, &mut last, html).await {
+                return;
             }
             if view.summary.state_code() != v1::SweepState::Running {
                 let _ = tx
