@@ -123,6 +123,12 @@ fn the_console_in_a_browser_logs_in_watches_a_sweep_live_and_opens_every_page() 
                 .is_some_and(|_| b.text("#hosts") != at_start)
     });
     browser.screenshot(&shots().join("3-sweep-running.png"));
+    // Meanwhile the fleet page shows each agent's sweep and point.
+    browser.goto(&console);
+    let fleet = browser.text("#fleet");
+    assert!(fleet.contains(&first) && fleet.contains("batch"), "{fleet}");
+    browser.screenshot(&shots().join("3b-fleet-busy.png"));
+    browser.goto(&format!("{console}sweeps/{first}"));
     // When it ends the page reloads into its ended form, with the reports.
     browser.wait_for(Duration::from_secs(30), "the sweep to end", |b| {
         b.find("#fleet-report").is_some()

@@ -316,7 +316,11 @@ async fn fleet(State(app): State<App>, headers: HeaderMap, RawQuery(query): RawQ
     };
     let body = format!(
         "<h1>Fleet</h1><div data-live=\"/fleet/live?page={page_no}\">{}</div>{}",
-        pages::fleet_fragment(&agents, page_no),
+        pages::fleet_fragment(
+            &agents,
+            &current_points(&app.coordinator, &agents, page_no),
+            page_no
+        ),
         pages::start_form(&viewer)
     );
     Html(pages::page("fleet", Some(&viewer), &body)).into_response()
@@ -337,6 +341,31 @@ async fn fleet_live(
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+/// The point each busy agent of one fleet page is at, from the views of the
+/// sweeps running on that page (one view per sweep, not per agent).
+fn current_points(
+    coordinator: &Coordinator,
+    agents: &[v1::AgentSummary],
+    page_no: usize,
+) -> pages::CurrentPoints {
+    let mut sweeps: Vec<&str> = agents
+        .iter()
+        .skip(page_no * pages::FLEET_PAGE)
+        .take(pages::FLEET_PAGE)
+        .map(|a| a.active_sweep_id.as_str())
+        .filter(|id| !id.is_empty())
+        .collect();
+    sweeps.sort_unstable();
+    sweeps.dedup();
+    sweeps
+        .into_iter()
+        .filter_map(|id| coordinator.view(id).ok())
+        .flat_map(|v| v.hosts)
+        .filter(|h| !h.current.is_empty())
+        .map(|h| (h.host, h.current))
+        .collect()
 }
 
 /// Sends `html` as an `update` event unless it is what the browser has
@@ -370,7 +399,8 @@ fn async_stream_fleet(
             let Ok(agents) = coordinator.list_agents() else {
                 return;
             };
-            let html = pages::fleet_fragment(&agents, page_no);
+            let current = current_points(&coordinator, &agents, page_no);
+            let html = pages::fleet_fragment(&agents, &current, page_no);
             if !send_if_changed(&tx, &mut last, html).await {
                 return;
             }
@@ -945,7 +975,7 @@ mod tests {
             .expect("runtime")
             .block_on(async { coordinator.list_agents() })
             .expect("agents");
-        let html = pages::fleet_fragment(&agents, 3);
+        let html = pages::fleet_fragment(&agents, &pages::CurrentPoints::new(), 3);
         let took = start.elapsed();
         eprintln!(
             "10,000 agents: fleet page in {took:?}, {} bytes",

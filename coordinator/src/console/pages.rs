@@ -74,8 +74,16 @@ fn ago(ms: i64) -> String {
 /// Agents shown on one page of the fleet table.
 pub const FLEET_PAGE: usize = 200;
 
-/// The fleet page's live part: counts and one page of agents.
-pub fn fleet_fragment(agents: &[v1::AgentSummary], page_no: usize) -> String {
+/// What each busy host is doing now ("cuda:0 batch 64 timed"), by host.
+pub type CurrentPoints = std::collections::HashMap<String, String>;
+
+/// The fleet page's live part: counts and one page of agents, with the
+/// point each busy one is at (`current`).
+pub fn fleet_fragment(
+    agents: &[v1::AgentSummary],
+    current: &CurrentPoints,
+    page_no: usize,
+) -> String {
     let connected = agents.iter().filter(|a| a.connected).count();
     let simulated = agents
         .iter()
@@ -104,9 +112,10 @@ pub fn fleet_fragment(agents: &[v1::AgentSummary], page_no: usize) -> String {
             "<span class=\"muted\">idle</span>".to_string()
         } else {
             format!(
-                "<a href=\"/sweeps/{}\">{}</a>",
+                "<a href=\"/sweeps/{}\">{}</a> {}",
                 url_part(&a.active_sweep_id),
-                esc(&a.active_sweep_id)
+                esc(&a.active_sweep_id),
+                current.get(&a.name).map(|c| esc(c)).unwrap_or_default()
             )
         };
         rows.push_str(&format!(
