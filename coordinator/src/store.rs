@@ -178,6 +178,9 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX sweep_hosts_by_state ON sweep_hosts(sweep_id, state);",
     // 2: report options chosen with the sweep (e.g. the baseline hardware).
     "ALTER TABLE sweeps ADD COLUMN options_json TEXT NOT NULL DEFAULT '{}';",
+    // 3: a host's sweeps without a scan of every sweep's hosts (the
+    // console's GPU-model filter).
+    "CREATE INDEX sweep_hosts_by_host ON sweep_hosts(host);",
 ];
 
 /// The columns of a [`ResultRow`], in [`result_row`]'s order.
@@ -491,6 +494,24 @@ impl Store {
                     last_seen_ms: r.get(4)?,
                 })
             })?;
+            rows.collect()
+        })
+    }
+
+    /// The sweeps with a host whose inventory has a GPU whose name contains
+    /// `gpu` (case-insensitive): one query, the agents scanned once and each
+    /// matching host's sweeps found by the host index.
+    pub fn sweeps_with_gpu(
+        &self,
+        gpu: &str,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT DISTINCT sh.sweep_id FROM agents a JOIN sweep_hosts sh ON sh.host = a.name
+                 WHERE EXISTS (SELECT 1 FROM json_each(a.inventory_json, '$.gpus') g
+                               WHERE instr(lower(json_extract(g.value, '$.name')), lower(?1)) > 0)",
+            )?;
+            let rows = st.query_map([gpu], |r| r.get(0))?;
             rows.collect()
         })
     }
@@ -893,6 +914,52 @@ mod tests {
             agent_seq: 1,
             received_ms: 0,
         }
+    }
+
+    #[test]
+    fn sweeps_are_found_by_their_hosts_gpu_model() {
+        let store = Store::open_in_memory().expect("open");
+        let inventory =
+            |gpu: &str| format!("{{\"hostname\":\"x\",\"gpus\":[{{\"name\":\"{gpu}\"}}]}}");
+        store
+            .upsert_agent(
+                "h100-host",
+                "0.1.0",
+                &inventory("NVIDIA H100 80GB HBM3"),
+                false,
+                1,
+            )
+            .expect("agent");
+        store
+            .upsert_agent("t4-host", "0.1.0", &inventory("Tesla T4"), false, 1)
+            .expect("agent");
+        store
+            .create_sweep(
+                "both",
+                "{}",
+                "{}",
+                1,
+                &[
+                    ("h100-host".into(), false, 100),
+                    ("t4-host".into(), false, 100),
+                ],
+            )
+            .expect("sweep");
+        store
+            .create_sweep("t4-only", "{}", "{}", 2, &[("t4-host".into(), false, 100)])
+            .expect("sweep");
+        let found = |gpu: &str| {
+            let mut v: Vec<String> = store
+                .sweeps_with_gpu(gpu)
+                .expect("query")
+                .into_iter()
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(found("h100"), vec!["both".to_string()]);
+        assert_eq!(found("T4"), vec!["both".to_string(), "t4-only".to_string()]);
+        assert!(found("A100").is_empty());
     }
 
     #[test]

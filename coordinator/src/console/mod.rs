@@ -426,7 +426,14 @@ async fn sweeps(State(app): State<App>, headers: HeaderMap, RawQuery(query): Raw
         Ok(s) => s,
         Err(e) => return sweep_error(e, &viewer),
     };
-    let agents = app.coordinator.list_agents().unwrap_or_default();
+    let with_gpu = if gpu_filter.is_empty() {
+        None
+    } else {
+        match app.coordinator.sweeps_with_gpu(&gpu_filter) {
+            Ok(ids) => Some(ids),
+            Err(e) => return sweep_error(e, &viewer),
+        }
+    };
     let matching: Vec<&v1::SweepSummary> = all
         .iter()
         .filter(|s| state_filter.is_empty() || s.state == state_filter)
@@ -436,7 +443,11 @@ async fn sweeps(State(app): State<App>, headers: HeaderMap, RawQuery(query): Raw
                     .as_ref()
                     .is_some_and(|spec| spec.model.to_lowercase().contains(&model_filter))
         })
-        .filter(|s| gpu_filter.is_empty() || sweep_has_gpu(&app, s, &agents, &gpu_filter))
+        .filter(|s| {
+            with_gpu
+                .as_ref()
+                .is_none_or(|ids| ids.contains(&s.sweep_id))
+        })
         .collect();
     let mut rows = String::new();
     for s in matching
@@ -496,21 +507,6 @@ async fn sweeps(State(app): State<App>, headers: HeaderMap, RawQuery(query): Raw
         pages::start_form(&viewer)
     );
     Html(pages::page("sweeps", Some(&viewer), &body)).into_response()
-}
-
-/// Whether any host of the sweep has a GPU whose name contains `gpu`.
-fn sweep_has_gpu(app: &App, s: &v1::SweepSummary, agents: &[v1::AgentSummary], gpu: &str) -> bool {
-    let Ok(view) = app.coordinator.view(&s.sweep_id) else {
-        return false;
-    };
-    view.hosts.iter().any(|h| {
-        agents.iter().any(|a| {
-            a.name == h.host
-                && a.inventory
-                    .as_ref()
-                    .is_some_and(|i| i.gpus.iter().any(|g| g.name.to_lowercase().contains(gpu)))
-        })
-    })
 }
 
 /// From the sweep's fleet report (`fleet.json`): each hardware group's best

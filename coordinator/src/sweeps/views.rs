@@ -118,6 +118,14 @@ impl Coordinator {
         Ok((results, next))
     }
 
+    /// The ids of the sweeps with a host that has a GPU named like `gpu`.
+    pub fn sweeps_with_gpu(
+        &self,
+        gpu: &str,
+    ) -> Result<std::collections::HashSet<String>, SweepError> {
+        Ok(self.blocking(|s| s.sweeps_with_gpu(gpu))?)
+    }
+
     /// Two sweeps compared point by point (`fleetbench compare`'s verdicts).
     pub fn compare_sweeps(
         &self,
