@@ -197,9 +197,17 @@ fn the_console_in_a_browser_logs_in_watches_a_sweep_live_and_opens_every_page() 
     browser.screenshot(&shots().join("7-sweeps.png"));
     // The GPU-model filter (from the hosts' inventories).
     browser.goto(&format!("{console}sweeps?gpu=a10"));
-    assert!(browser.text("main").contains("2 sweeps"), "{}", browser.text("main"));
+    assert!(
+        browser.text("main").contains("2 sweeps"),
+        "{}",
+        browser.text("main")
+    );
     browser.goto(&format!("{console}sweeps?gpu=h100"));
-    assert!(browser.text("main").contains("0 sweeps"), "{}", browser.text("main"));
+    assert!(
+        browser.text("main").contains("0 sweeps"),
+        "{}",
+        browser.text("main")
+    );
     browser.goto(&format!("{console}compare?before={first}&after={second}"));
     let summary = browser.text("#compare-summary");
     assert!(
