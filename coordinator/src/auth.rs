@@ -378,22 +378,25 @@ pub struct AgentGate {
     settings: Arc<AuthSettings>,
 }
 
+/// The roles of the client certificate mutual TLS requires. The TLS layer
+/// demands one; a request without it came over a plain connection that
+/// should not exist.
+fn required_certificate<T>(request: &Request<T>) -> Result<CertificateRoles, Status> {
+    match client_certificate(request) {
+        Some(Ok(roles)) => Ok(roles),
+        Some(Err(e)) => Err(Status::unauthenticated(e)),
+        None => Err(Status::unauthenticated(
+            "this coordinator requires a client certificate: connect with https:// and --tls-cert/--tls-key",
+        )),
+    }
+}
+
 impl AgentGate {
     pub fn admit<T>(&self, request: &Request<T>) -> Result<AgentCaller, Status> {
         let s = &self.settings;
         let mut proof = Vec::new();
         let certificate_names = if s.mutual_tls {
-            let roles = match client_certificate(request) {
-                Some(Ok(roles)) => roles,
-                Some(Err(e)) => return Err(Status::unauthenticated(e)),
-                // The TLS layer requires a certificate; without one this is a
-                // plain connection that should not exist.
-                None => {
-                    return Err(Status::unauthenticated(
-                        "this coordinator requires a client certificate: connect with https:// and --tls-cert/--tls-key",
-                    ));
-                }
-            };
+            let roles = required_certificate(request)?;
             if roles.agent_names.is_empty() {
                 let why = if roles.operator.is_some() {
                     format!(
@@ -479,15 +482,7 @@ impl ControlGate {
         let s = &self.settings;
         let mut access = Access::Full;
         if s.mutual_tls {
-            let roles = match client_certificate(request) {
-                Some(Ok(roles)) => roles,
-                Some(Err(e)) => return Err(Status::unauthenticated(e)),
-                None => {
-                    return Err(Status::unauthenticated(
-                        "this coordinator requires a client certificate: connect with https:// and --tls-cert/--tls-key",
-                    ));
-                }
-            };
+            let roles = required_certificate(request)?;
             match roles.operator {
                 Some(level) => access = access.min(level),
                 None if !roles.agent_names.is_empty() => {

@@ -40,6 +40,22 @@ fn row(attack: &str, safe: &str, seen: &str) {
     ));
 }
 
+/// An agent started with `args` under `name` must give up with exit code 2
+/// and `expected` in its log; the attack's row goes into the matrix.
+fn agent_refused(
+    url: &str,
+    name: &str,
+    spool: &std::path::Path,
+    args: &[String],
+    (attack, safe): (&str, &str),
+    expected: &str,
+) {
+    let (code, log) = short_lived_agent(url, name, spool, args);
+    row(attack, safe, &log);
+    assert_eq!(code, Some(2), "{log}");
+    assert!(log.contains(expected), "wanted '{expected}' in: {log}");
+}
+
 /// The coordinator still answers.
 fn still_serving(coordinator: &CoordinatorProc, creds: &[String]) {
     let out = Command::new(bin("fleetbench"))
@@ -93,21 +109,16 @@ fn impersonation_with_another_hosts_certificate_is_refused() {
         text(&operator(&url, &op, &["agents"])).contains("gpu-b")
     });
     // gpu-a's certificate, claiming to be gpu-b.
-    let (code, log) = short_lived_agent(
+    agent_refused(
         &url,
         "gpu-b",
         &dir.path().join("spool-x"),
         &tls(&certs, "agent-gpu-a"),
-    );
-    row(
-        "impersonation: gpu-a's certificate as gpu-b",
-        "refused: the certificate names gpu-a",
-        &log,
-    );
-    assert_eq!(code, Some(2), "{log}");
-    assert!(
-        log.contains("this agent's certificate is for gpu-a, not 'gpu-b'"),
-        "{log}"
+        (
+            "impersonation: gpu-a's certificate as gpu-b",
+            "refused: the certificate names gpu-a",
+        ),
+        "this agent's certificate is for gpu-a, not 'gpu-b'",
     );
     // The real gpu-b is still connected and the coordinator serves.
     let agents = text(&operator(&url, &op, &["agents"]));
@@ -141,19 +152,17 @@ fn a_shared_token_cannot_claim_a_host_bound_to_its_own_token() {
             "this agent's token belongs to host 'gpu-b'",
         ),
     ] {
-        let (code, log) = short_lived_agent(
+        agent_refused(
             &coordinator.url,
             name,
             &dir.path().join("spool"),
             &token(file),
+            (
+                &format!("impersonation: {file} as {name}"),
+                "refused: the name is bound to another token",
+            ),
+            expected,
         );
-        row(
-            &format!("impersonation: {file} as {name}"),
-            "refused: the name is bound to another token",
-            &log,
-        );
-        assert_eq!(code, Some(2), "{log}");
-        assert!(log.contains(expected), "{log}");
     }
     // The right token for the right name gets in.
     let args = token("agent-gpu-a.token");
@@ -401,19 +410,17 @@ fn certificates_hold_roles_agents_cannot_operate_and_readers_cannot_write() {
         );
     }
     // An operator's certificate is not an agent's.
-    let (code, log) = short_lived_agent(
+    agent_refused(
         &url,
         "gpu-a",
         &dir.path().join("spool"),
         &tls(&certs, "operator"),
+        (
+            "role confusion: operator certificate as agent",
+            "refused: not an agent certificate",
+        ),
+        "is an operator's",
     );
-    row(
-        "role confusion: operator certificate as agent",
-        "refused: not an agent certificate",
-        &log,
-    );
-    assert_eq!(code, Some(2), "{log}");
-    assert!(log.contains("is an operator's"), "{log}");
     still_serving(&coordinator, &tls(&certs, "operator"));
 }
 
